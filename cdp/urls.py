@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.urls import include, path
+from django.views import defaults
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from cdp.errors import json_404, json_500
+from cdp.health import HealthzApi, ReadyzApi
+from profiles.api import EventsApi, ProfileDetailApi, ProfileLookupApi
+
+api_v1 = [
+    path("events", EventsApi.as_view(), name="events"),
+    path("profiles", ProfileLookupApi.as_view(), name="profile-lookup"),
+    path("profiles/<uuid:profile_id>", ProfileDetailApi.as_view(), name="profile-detail"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", HealthzApi.as_view(), name="healthz"),
+    path("readyz", ReadyzApi.as_view(), name="readyz"),
+    path("api/v1/", include(api_v1)),
+]
+
+
+def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith(("/api/", "/v1/")):
+        return json_404(request, exception)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if request.path.startswith(("/api/", "/v1/")):
+        return json_500(request)
+    return defaults.server_error(request)

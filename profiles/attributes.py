@@ -1,0 +1,72 @@
+"""Glue between the pure stats fold (stats.py) and the Profile rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+
+from profiles.models import Profile
+from profiles.stats import (
+    FOUR_PLACES,
+    STATS_FIELDS,
+    EventFacts,
+    ProfileStats,
+    StatsConfig,
+)
+
+
+def stats_config() -> StatsConfig:
+    cdp = settings.CDP
+    return StatsConfig(
+        session_timeout_seconds=int(cdp["SESSION_TIMEOUT_SECONDS"]),
+        half_life_days=float(cdp["ENGAGEMENT_HALF_LIFE_DAYS"]),
+    )
+
+
+def _revenue(properties: Mapping[str, Any]) -> Decimal:
+    for key in ("revenue", "total", "value"):
+        raw = properties.get(key)
+        if isinstance(raw, bool) or raw is None:
+            continue
+        if isinstance(raw, int | float | str):
+            try:
+                value = Decimal(str(raw))
+            except InvalidOperation:
+                continue
+            if value.is_finite():
+                return value.quantize(FOUR_PLACES)
+    return Decimal("0")
+
+
+def event_facts(
+    *, type: str, event: str, properties: Mapping[str, Any], timestamp: datetime
+) -> EventFacts:
+    """The facts the computed attributes use, with the configured purchase events/weights."""
+    cdp = settings.CDP
+    is_purchase = type == "track" and event in cdp["PURCHASE_EVENTS"]
+    weights: Mapping[str, float] = cdp["ENGAGEMENT_WEIGHTS"]
+    weight = (
+        weights.get(event, weights.get(type, 0.0)) if type == "track" else weights.get(type, 0.0)
+    )
+    return EventFacts(
+        timestamp=timestamp,
+        type=type,
+        event=event,
+        revenue=_revenue(properties) if is_purchase else Decimal("0"),
+        is_purchase=is_purchase,
+        weight=float(weight),
+    )
+
+
+def stats_of(profile: Profile) -> ProfileStats:
+    return ProfileStats(**{f: getattr(profile, f) for f in STATS_FIELDS})
+
+
+def stats_set(profile: Profile, stats: ProfileStats) -> None:
+    for field, value in asdict(stats).items():
+        setattr(profile, field, value)

@@ -1,0 +1,626 @@
+"""Event ingestion: validate, resolve identities, store durably, update computed attributes.
+
+One batch is one transaction: when the API answers 202, every accepted event is
+committed. The hot path is set-based: one identity lookup, one multi-row profile and
+identity insert, one multi-row event insert that skips (source, message_id) duplicates,
+one locked read and one write of the touched profiles, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from crawlerdetect import CrawlerDetect
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from django.db.models import Q
+from jsonschema import Draft202012Validator
+
+from profiles import keys
+from profiles.attributes import event_facts, stats_config, stats_of, stats_set
+from profiles.models import Event, EventSchema, Identity, IdentityKind, Profile, SchemaMode
+from profiles.services import (
+    MergeRefused,
+    profile_merge,
+    profile_sessions_recount,
+)
+from profiles.signals import events_ingested
+from profiles.stats import StatsConfig, stats_apply
+from profiles.validation import EventIn, event_validate
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestContext:
+    """Who is sending: the source, and whether its claims of user_id are trusted."""
+
+    source_id: int
+    identity_secret: str
+    require_identity_verification: bool
+    trusted: bool  # secret key or staff: the caller vouches for user_id
+    received_at: datetime
+    browser_user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+    profile_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    index: int
+    message_id: str
+    type: str
+    event: str
+    anonymous_id: str | None
+    user_id: str | None  # as sent
+    resolve_user_id: str | None  # trusted or verified: may link/merge
+    previous_id: str | None
+    timestamp: datetime
+    original_timestamp: datetime | None
+    sent_at: datetime | None
+    properties: dict[str, Any]
+    traits: dict[str, Any]
+    context: dict[str, Any]
+    is_bot: bool
+    warnings: list[str] | None
+    email_hash: str | None
+    profile_id: uuid.UUID | None = None
+
+
+# --- Event schemas (per event name), cached briefly in-process ----------------------
+
+_SCHEMA_TTL_SECONDS = 10.0
+_schema_cache: tuple[float, dict[str, tuple[Draft202012Validator, str]]] | None = None
+
+
+def schemas_invalidate() -> None:
+    global _schema_cache
+    _schema_cache = None
+
+
+def _schemas() -> dict[str, tuple[Draft202012Validator, str]]:
+    global _schema_cache
+    now = time.monotonic()
+    if _schema_cache is None or now - _schema_cache[0] > _SCHEMA_TTL_SECONDS:
+        compiled = {
+            s.event: (Draft202012Validator(s.schema), s.mode)
+            for s in EventSchema.objects.filter(enabled=True)
+        }
+        _schema_cache = (now, compiled)
+    return _schema_cache[1]
+
+
+# --- Bots --------------------------------------------------------------------------
+
+_crawler_detect = CrawlerDetect()
+
+
+@lru_cache(maxsize=20_000)
+def user_agent_is_bot(user_agent: str) -> bool:
+    return bool(_crawler_detect.isCrawler(user_agent))
+
+
+# --- Preparation (per event, no database) ----------------------------------------------
+
+
+def _prepare(
+    index: int,
+    ev: EventIn,
+    ctx: IngestContext,
+    schemas: dict[str, tuple[Draft202012Validator, str]],
+) -> _Prepared | dict[str, list[str]]:
+    cdp = settings.CDP
+    received_at = ctx.received_at
+
+    resolve_uid = ev.user_id
+    traits = ev.traits
+    if ev.user_id is not None and not ctx.trusted and ctx.require_identity_verification:
+        if ev.user_hash is None:
+            if ev.anonymous_id is None or ev.type == "alias":
+                return {"user_hash": ["required: this source verifies user_id with user_hash"]}
+            resolve_uid = None  # unverified: kept on the event and as a trait, never linked
+            if ev.type == "identify":
+                traits = {**traits, "unverified_user_id": ev.user_id}
+        elif not keys.user_hash_valid(ctx.identity_secret, ev.user_id, ev.user_hash):
+            return {"user_hash": ["does not match user_id"]}
+
+    warnings: list[str] | None = None
+    if ev.type == "track" and ev.event in schemas:
+        validator, mode = schemas[ev.event]
+        problems = list(validator.iter_errors(ev.properties))
+        if problems:
+            by_path: dict[str, list[str]] = {}
+            for p in problems:
+                path = ".".join(["properties", *(str(x) for x in p.absolute_path)])
+                by_path.setdefault(path, []).append(p.message)
+            if mode == SchemaMode.STRICT:
+                return by_path
+            warnings = [f"{k}: {m}" for k, msgs in by_path.items() for m in msgs]
+
+    # Clock skew, Segment's way: shift the client's timestamp by received_at - sent_at.
+    timestamp = ev.timestamp or received_at
+    original: datetime | None = None
+    if ev.timestamp is not None and ev.sent_at is not None and ev.sent_at != received_at:
+        original = ev.timestamp
+        timestamp = ev.timestamp + (received_at - ev.sent_at)
+    if timestamp > received_at + timedelta(seconds=cdp["MAX_FUTURE_SKEW_SECONDS"]):
+        original = original or ev.timestamp
+        timestamp = received_at
+
+    context = ev.context
+    ua = context.get("user_agent") or context.get("userAgent") or ctx.browser_user_agent
+    is_bot = isinstance(ua, str) and bool(ua) and user_agent_is_bot(ua)
+
+    email = traits.get("email") if ev.type == "identify" else None
+    email_hash = (
+        keys.pii_hash(cdp["PII_HASH_KEY"], email)
+        if isinstance(email, str) and "@" in email
+        else None
+    )
+    if ev.type == "track":
+        name = ev.event or ""
+    elif ev.type in ("page", "screen"):
+        name = ev.name or ""
+    else:
+        name = ev.type
+    return _Prepared(
+        index=index,
+        message_id=ev.message_id or str(uuid.uuid4()),
+        type=ev.type,
+        event=name,
+        anonymous_id=ev.anonymous_id,
+        user_id=ev.user_id,
+        resolve_user_id=resolve_uid,
+        previous_id=ev.previous_id,
+        timestamp=timestamp,
+        original_timestamp=original,
+        sent_at=ev.sent_at,
+        properties=ev.properties,
+        traits=traits,
+        context=context,
+        is_bot=is_bot,
+        warnings=warnings,
+        email_hash=email_hash,
+    )
+
+
+def _size_errors(payload: Any) -> dict[str, list[str]] | None:
+    limit = settings.CDP["MAX_EVENT_BYTES"]
+    if len(orjson.dumps(payload)) > limit:
+        return {"non_field_errors": [f"event is larger than {limit} bytes"]}
+    return None
+
+
+# --- Identity resolution -----------------------------------------------------------
+
+
+class _Resolver:
+    """Maps identity keys to profiles for one batch, creating and merging as needed."""
+
+    def __init__(self, source_id: int) -> None:
+        self.source_id = source_id
+        self.ids: dict[Key, uuid.UUID] = {}
+        self.owners: dict[uuid.UUID, set[str]] = defaultdict(set)  # profile -> user_ids
+        self.new_profiles: set[uuid.UUID] = set()
+        self.new_identities: dict[Key, uuid.UUID] = {}
+        self.remap: dict[uuid.UUID, uuid.UUID] = {}
+
+    def final(self, pid: uuid.UUID) -> uuid.UUID:
+        while pid in self.remap:
+            pid = self.remap[pid]
+        return pid
+
+    def load(self, keys_: Iterable[Key]) -> None:
+        by_kind: dict[str, set[str]] = defaultdict(set)
+        for kind, value in keys_:
+            by_kind[kind].add(value)
+        if not by_kind:
+            return
+        q = Q()
+        for kind, values in by_kind.items():
+            q |= Q(kind=kind, value__in=values)
+        for kind, value, pid in Identity.objects.filter(q).values_list(
+            "kind", "value", "profile_id"
+        ):
+            self.ids[(kind, value)] = pid
+        pids = set(self.ids.values())
+        for pid, uid in Identity.objects.filter(
+            profile_id__in=pids, kind=IdentityKind.USER_ID
+        ).values_list("profile_id", "value"):
+            self.owners[pid].add(uid)
+
+    def lookup(self, key: Key | None) -> uuid.UUID | None:
+        if key is None:
+            return None
+        pid = self.ids.get(key)
+        return self.final(pid) if pid is not None else None
+
+    def new_profile(self) -> uuid.UUID:
+        pid = uuid.uuid4()
+        self.new_profiles.add(pid)
+        return pid
+
+    def attach(self, key: Key | None, pid: uuid.UUID) -> None:
+        if key is None or self.lookup(key) is not None:
+            return
+        self.ids[key] = pid
+        self.new_identities[key] = pid
+        if key[0] == IdentityKind.USER_ID:
+            self.owners[pid].add(key[1])
+
+    def join(self, user_pid: uuid.UUID, other_pid: uuid.UUID, reason: str) -> uuid.UUID:
+        """Fold `other` into the user's profile; returns the profile the event belongs to."""
+        if user_pid == other_pid:
+            return user_pid
+        mine, theirs = self.owners[user_pid], self.owners[other_pid]
+        if theirs and theirs != mine:
+            logger.warning("merge refused: %s and %s own different user ids", user_pid, other_pid)
+            return user_pid
+        if other_pid in self.new_profiles or user_pid in self.new_profiles:
+            # One side only exists in this batch: fold it in memory, no rows to move.
+            keep, drop = (
+                (other_pid, user_pid) if user_pid in self.new_profiles else (user_pid, other_pid)
+            )
+            if drop in self.new_profiles:
+                self.remap[drop] = keep
+                self.owners[keep] |= self.owners.pop(drop, set())
+                self.new_profiles.discard(drop)
+                return keep
+        try:
+            into = profile_merge(
+                into=Profile.objects.get(pk=user_pid),
+                other=Profile.objects.get(pk=other_pid),
+                reason=reason,
+            )
+        except MergeRefused:
+            return user_pid
+        self.remap[other_pid] = into.pk
+        self.owners[into.pk] |= self.owners.pop(other_pid, set())
+        return into.pk
+
+    def resolve(self, p: _Prepared) -> uuid.UUID:
+        uid_key = (IdentityKind.USER_ID.value, p.resolve_user_id) if p.resolve_user_id else None
+        anon_key = (IdentityKind.ANONYMOUS_ID.value, p.anonymous_id) if p.anonymous_id else None
+        up, ap = self.lookup(uid_key), self.lookup(anon_key)
+        if p.type == "alias" and p.previous_id and p.resolve_user_id:
+            prev = self.lookup((IdentityKind.USER_ID.value, p.previous_id)) or self.lookup(
+                (IdentityKind.ANONYMOUS_ID.value, p.previous_id)
+            )
+            if prev is not None:
+                if up is None:
+                    up = prev if not self.owners[prev] else None
+                else:
+                    up = self.join(up, prev, f"alias {p.previous_id} -> {p.resolve_user_id}")
+        if up is None and ap is None:
+            pid = self.new_profile()
+        elif up is None:
+            assert ap is not None
+            pid = ap
+            if p.resolve_user_id and self.owners[ap] and p.resolve_user_id not in self.owners[ap]:
+                # A shared device: this anonymous id already belongs to another user.
+                pid = self.new_profile()
+        elif ap is None or ap == up:
+            pid = up
+        else:
+            pid = self.join(up, ap, f"identify {p.anonymous_id} as {p.resolve_user_id}")
+        pid = self.final(pid)
+        self.attach(uid_key, pid)
+        self.attach(anon_key, pid)
+        if p.email_hash:
+            self.attach((IdentityKind.EMAIL.value, p.email_hash), pid)
+        return pid
+
+    def persist(self) -> None:
+        """Insert new profiles and identities; adopt rows a concurrent batch won."""
+        live_new = sorted((self.final(p) for p in self.new_profiles), key=str)
+        if live_new:
+            Profile.objects.bulk_create([Profile(id=pid) for pid in set(live_new)])
+        if not self.new_identities:
+            return
+        wanted = {k: self.final(v) for k, v in sorted(self.new_identities.items())}
+        Identity.objects.bulk_create(
+            [
+                Identity(kind=k, value=v, profile_id=pid, source_id=self.source_id)
+                for (k, v), pid in wanted.items()
+            ],
+            ignore_conflicts=True,
+        )
+        q = Q()
+        for kind, value in wanted:
+            q |= Q(kind=kind, value=value)
+        actual = {
+            (k, v): pid
+            for k, v, pid in Identity.objects.filter(q).values_list("kind", "value", "profile_id")
+        }
+        lost = {k: actual[k] for k, pid in wanted.items() if actual.get(k) != pid}
+        if not lost:
+            return
+        # A concurrent batch created some of these identities first (two first events of
+        # one new user at once): fold our brand-new profile into theirs.
+        for key, winner in sorted(lost.items()):
+            ours = self.final(wanted[key])
+            if ours == winner or ours not in self.new_profiles:
+                continue
+            winner_uids = set(
+                Identity.objects.filter(profile_id=winner, kind=IdentityKind.USER_ID).values_list(
+                    "value", flat=True
+                )
+            )
+            if self.owners[ours] and winner_uids and not (self.owners[ours] & winner_uids):
+                continue
+            Identity.objects.filter(profile_id=ours).update(profile_id=winner)
+            Profile.objects.filter(pk=ours).delete()
+            self.new_profiles.discard(ours)
+            self.remap[ours] = winner
+
+
+# --- Storage -----------------------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "source_id",
+    "message_id",
+    "profile_id",
+    "type",
+    "event",
+    "anonymous_id",
+    "user_id",
+    "timestamp",
+    "original_timestamp",
+    "sent_at",
+    "received_at",
+    "properties",
+    "traits",
+    "context",
+    "is_bot",
+    "schema_warnings",
+)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _events_insert(rows: Sequence[_Prepared], ctx: IngestContext) -> set[str]:
+    """Insert events, skipping (source, message_id) already stored; returns inserted ids."""
+    table = Event._meta.db_table
+    cols = ", ".join(f'"{c}"' for c in _EVENT_COLUMNS)
+    inserted: set[str] = set()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            sql = (
+                f"INSERT INTO {table} ({cols}) SELECT s, m, p, t, e, a, u, ts, ots, sa, ra, "  # noqa: S608
+                "pr::jsonb, tr::jsonb, cx::jsonb, b, w::jsonb FROM unnest("
+                "%s::bigint[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], "
+                "%s::text[], %s::text[], %s::text[], %s::boolean[], %s::text[]) "
+                "AS x(s, m, p, t, e, a, u, ts, ots, sa, ra, pr, tr, cx, b, w) "
+                "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id"
+            )
+            params = [
+                [ctx.source_id] * len(rows),
+                [r.message_id for r in rows],
+                [r.profile_id for r in rows],
+                [r.type for r in rows],
+                [r.event for r in rows],
+                [r.anonymous_id for r in rows],
+                [r.user_id for r in rows],
+                [r.timestamp for r in rows],
+                [r.original_timestamp for r in rows],
+                [r.sent_at for r in rows],
+                [ctx.received_at] * len(rows),
+                [_dumps(r.properties) for r in rows],
+                [_dumps(r.traits) for r in rows],
+                [_dumps(r.context) for r in rows],
+                [r.is_bot for r in rows],
+                [_dumps(r.warnings) if r.warnings else None for r in rows],
+            ]
+            cursor.execute(sql, params)  # type: ignore[arg-type]
+            inserted.update(m for (m,) in cursor.fetchall())
+        else:
+            ops = connection.ops
+            placeholders = ", ".join(["%s"] * len(_EVENT_COLUMNS))
+            sql = (
+                f"INSERT INTO {table} ({cols}) VALUES ({placeholders}) "  # noqa: S608
+                "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id"
+            )
+            received = ops.adapt_datetimefield_value(ctx.received_at)
+            for r in rows:
+                assert r.profile_id is not None
+                cursor.execute(
+                    sql,
+                    [
+                        ctx.source_id,
+                        r.message_id,
+                        r.profile_id.hex,
+                        r.type,
+                        r.event,
+                        r.anonymous_id,
+                        r.user_id,
+                        ops.adapt_datetimefield_value(r.timestamp),
+                        ops.adapt_datetimefield_value(r.original_timestamp),
+                        ops.adapt_datetimefield_value(r.sent_at),
+                        received,
+                        _dumps(r.properties),
+                        _dumps(r.traits),
+                        _dumps(r.context),
+                        r.is_bot,
+                        _dumps(r.warnings) if r.warnings else None,
+                    ],
+                )
+                row = cursor.fetchone()
+                if row:
+                    inserted.add(row[0])
+    return inserted
+
+
+def _traits_apply(profile: Profile, traits: dict[str, Any], at: datetime) -> bool:
+    """Set traits from an identify at `at`: a value set by a newer event is kept."""
+    stamp = at.isoformat()
+    changed = False
+    for key, value in traits.items():
+        if stamp >= profile.trait_timestamps.get(key, ""):
+            if profile.traits.get(key, object()) != value or key not in profile.trait_timestamps:
+                changed = True
+            profile.traits[key] = value
+            profile.trait_timestamps[key] = stamp
+    return changed
+
+
+_PROFILE_UPDATE_FIELDS = [
+    "traits",
+    "trait_timestamps",
+    "first_seen_at",
+    "last_seen_at",
+    "event_count",
+    "session_count",
+    "page_view_count",
+    "purchase_count",
+    "revenue",
+    "avg_order_value",
+    "last_purchase_at",
+    "engagement_score",
+    "engagement_as_of",
+    "updated_at",
+]
+
+
+def _profiles_update(stored: Sequence[_Prepared], config: StatsConfig, now: datetime) -> None:
+    by_profile: dict[uuid.UUID, list[_Prepared]] = defaultdict(list)
+    for r in stored:
+        assert r.profile_id is not None
+        by_profile[r.profile_id].append(r)
+    profiles = list(
+        Profile.objects.select_for_update().filter(pk__in=by_profile.keys()).order_by("pk")
+    )
+    changed: list[Profile] = []
+    for profile in profiles:
+        events = sorted(by_profile[profile.pk], key=lambda r: r.timestamp)
+        dirty = False
+        for r in events:
+            if r.type == "identify" and r.traits:
+                dirty |= _traits_apply(profile, r.traits, r.timestamp)
+        facts = [
+            event_facts(type=r.type, event=r.event, properties=r.properties, timestamp=r.timestamp)
+            for r in events
+            if not r.is_bot
+        ]
+        if facts:
+            new, exact = stats_apply(stats_of(profile), facts, config)
+            stats_set(profile, new)
+            if not exact:
+                # Events older than last_seen: only a recount over the timeline is exact.
+                profile.session_count = profile_sessions_recount(profile_id=profile.pk)
+            dirty = True
+        if dirty:
+            profile.updated_at = now
+            changed.append(profile)
+    if changed:
+        Profile.objects.bulk_update(changed, _PROFILE_UPDATE_FIELDS)
+
+
+def _store(prepared: list[_Prepared], ctx: IngestContext) -> list[_Prepared]:
+    with transaction.atomic():
+        resolver = _Resolver(ctx.source_id)
+        keys_: set[Key] = set()
+        for p in prepared:
+            if p.anonymous_id:
+                keys_.add((IdentityKind.ANONYMOUS_ID.value, p.anonymous_id))
+            if p.resolve_user_id:
+                keys_.add((IdentityKind.USER_ID.value, p.resolve_user_id))
+            if p.previous_id:
+                keys_.add((IdentityKind.USER_ID.value, p.previous_id))
+                keys_.add((IdentityKind.ANONYMOUS_ID.value, p.previous_id))
+            if p.email_hash:
+                keys_.add((IdentityKind.EMAIL.value, p.email_hash))
+        resolver.load(keys_)
+        for p in prepared:
+            p.profile_id = resolver.resolve(p)
+        resolver.persist()
+        for p in prepared:
+            assert p.profile_id is not None
+            p.profile_id = resolver.final(p.profile_id)
+        inserted_ids = _events_insert(prepared, ctx)
+        stored = [p for p in prepared if p.message_id in inserted_ids]
+        _profiles_update(stored, stats_config(), ctx.received_at)
+        if stored:
+            profile_ids = sorted({p.profile_id for p in stored if p.profile_id}, key=str)
+            names = sorted({p.event for p in stored})
+            transaction.on_commit(
+                lambda: events_ingested.send(
+                    sender=Event, profile_ids=profile_ids, event_names=names
+                )
+            )
+    return stored
+
+
+def _is_retryable(exc: OperationalError) -> bool:
+    # PostgreSQL deadlock / serialization failure, SQLite "database is locked".
+    code = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+    return code in {"40P01", "40001"} or "locked" in str(exc)
+
+
+def events_ingest(
+    *, ctx: IngestContext, payloads: Sequence[Any], check_sizes: bool = True
+) -> IngestResult:
+    """Validate and store a batch. Valid events are stored even when others are rejected;
+    a message_id already stored for this source is counted as a duplicate, not stored again.
+    """
+    rejected: list[dict[str, Any]] = []
+    prepared: list[_Prepared] = []
+    seen: set[str] = set()
+    duplicates = 0
+    schemas = _schemas()
+    for index, payload in enumerate(payloads):
+        errors = _size_errors(payload) if check_sizes else None
+        ev: EventIn | None = None
+        if errors is None:
+            ev, errors = event_validate(payload)
+        if errors is None and ev is not None:
+            result = _prepare(index, ev, ctx, schemas)
+            if isinstance(result, dict):
+                errors = result
+            else:
+                if result.message_id in seen:
+                    duplicates += 1
+                    continue
+                seen.add(result.message_id)
+                prepared.append(result)
+                continue
+        rejected.append({"index": index, "errors": errors})
+
+    stored: list[_Prepared] = []
+    if prepared:
+        for attempt in range(4):
+            try:
+                stored = _store(prepared, ctx)
+                break
+            except OperationalError as exc:
+                if attempt == 3 or not _is_retryable(exc):
+                    raise
+                logger.info("ingest retry after %s", exc)
+                time.sleep(0.01 * (attempt + 1))
+                for p in prepared:
+                    p.profile_id = None
+    return IngestResult(
+        accepted=len(stored),
+        duplicates=duplicates + len(prepared) - len(stored),
+        rejected=rejected,
+        profile_ids=sorted({p.profile_id for p in stored if p.profile_id}, key=str),
+    )

@@ -1,0 +1,143 @@
+"""Reads for sources, profiles and events."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from profiles import keys
+from profiles.models import Event, Identity, IdentityKind, Profile, Source
+from profiles.stats import engagement_at
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCredential:
+    """What a valid API key says about its caller."""
+
+    source_id: int
+    source_slug: str
+    kind: str  # "write" or "secret"
+    allowed_origins: tuple[str, ...]
+    require_identity_verification: bool
+    identity_secret: str
+
+    @property
+    def is_secret(self) -> bool:
+        return self.kind == "secret"
+
+
+_KEY_CACHE: dict[str, tuple[float, SourceCredential | None]] = {}
+_KEY_CACHE_MAX = 10_000
+
+
+def source_credential(*, raw_key: str) -> SourceCredential | None:
+    """The credential for a raw key, or None. Cached in-process for a few seconds so the
+    hot endpoints do not read the database per request; rotation takes effect after that."""
+    digest = keys.key_digest(raw_key)
+    now = time.monotonic()
+    hit = _KEY_CACHE.get(digest)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    cred: SourceCredential | None = None
+    if raw_key.startswith(keys.WRITE_PREFIX):
+        source = Source.objects.filter(write_key_hash=digest, is_active=True).first()
+        kind = "write"
+    elif raw_key.startswith(keys.SECRET_PREFIX):
+        source = Source.objects.filter(secret_key_hash=digest, is_active=True).first()
+        kind = "secret"
+    else:
+        source = None
+        kind = ""
+    if source is not None:
+        cred = SourceCredential(
+            source_id=source.pk,
+            source_slug=source.slug,
+            kind=kind,
+            allowed_origins=tuple(source.allowed_origins or ()),
+            require_identity_verification=source.require_identity_verification,
+            identity_secret=source.identity_secret,
+        )
+    if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
+        _KEY_CACHE.clear()
+    _KEY_CACHE[digest] = (now + settings.CDP["SOURCE_KEY_CACHE_SECONDS"], cred)
+    return cred
+
+
+def source_key_cache_clear() -> None:
+    _KEY_CACHE.clear()
+
+
+def profile_live(*, profile_id: uuid.UUID) -> Profile | None:
+    """The live profile for an id, following a merge tombstone."""
+    profile = Profile.objects.filter(pk=profile_id).first()
+    if profile is not None and profile.merged_into_id is not None:
+        profile = Profile.objects.filter(pk=profile.merged_into_id).first()
+    return profile
+
+
+def profile_by_identity(*, kind: str, value: str) -> Profile | None:
+    if kind == IdentityKind.EMAIL:
+        value = keys.pii_hash(settings.CDP["PII_HASH_KEY"], value)
+    identity = Identity.objects.select_related("profile").filter(kind=kind, value=value).first()
+    return identity.profile if identity else None
+
+
+def profile_search(*, term: str) -> list[uuid.UUID]:
+    """Profile ids matching a raw identity (any kind, email hashed) or a profile id."""
+    term = term.strip()
+    ids: set[uuid.UUID] = set()
+    with contextlib.suppress(ValueError):
+        ids.add(uuid.UUID(term))
+    values = [term, keys.pii_hash(settings.CDP["PII_HASH_KEY"], term)]
+    ids.update(Identity.objects.filter(value__in=values).values_list("profile_id", flat=True))
+    return list(ids)
+
+
+def profile_detail(*, profile: Profile) -> dict[str, Any]:
+    """Everything the API and the admin show about a profile."""
+    half_life = settings.CDP["ENGAGEMENT_HALF_LIFE_DAYS"]
+    identities = list(
+        Identity.objects.filter(profile=profile)
+        .order_by("kind", "created_at")
+        .values("kind", "value", "created_at")
+    )
+    return {
+        "id": profile.pk,
+        "traits": profile.traits,
+        "computed": {
+            "first_seen_at": profile.first_seen_at,
+            "last_seen_at": profile.last_seen_at,
+            "event_count": profile.event_count,
+            "session_count": profile.session_count,
+            "page_view_count": profile.page_view_count,
+            "purchase_count": profile.purchase_count,
+            "revenue": str(profile.revenue),
+            "avg_order_value": str(profile.avg_order_value),
+            "last_purchase_at": profile.last_purchase_at,
+            "engagement_score": round(
+                engagement_at(
+                    profile.engagement_score, profile.engagement_as_of, timezone.now(), half_life
+                ),
+                6,
+            ),
+            "rfm": {
+                "recency": profile.rfm_recency,
+                "frequency": profile.rfm_frequency,
+                "monetary": profile.rfm_monetary,
+                "computed_at": profile.rfm_computed_at,
+            },
+        },
+        "identities": identities,
+        "merged_from": [str(m) for m in profile.merges.values_list("other_id", flat=True)],
+        "created_at": profile.created_at,
+    }
+
+
+def profile_events_recent(*, profile: Profile, limit: int = 50) -> list[Event]:
+    return list(Event.objects.filter(profile=profile).order_by("-timestamp")[:limit])
