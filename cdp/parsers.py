@@ -41,6 +41,9 @@ class FastJSONParser(BaseParser):
         raw = stream.read(limit + 1)
         if len(raw) > limit:
             raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        if request is not None:
+            # The events view needs the size; the stream cannot be read twice.
+            request._request.cdp_body_bytes = len(raw)
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -78,6 +78,7 @@ class EventsApi(APIView):
     )
     def post(self, request: Request) -> Response:
         body: Any = request.data
+        body_bytes = int(getattr(request._request, "cdp_body_bytes", 0))
         cdp = settings.CDP
         if isinstance(body, dict) and "batch" in body:
             payloads = body["batch"]
@@ -94,9 +95,9 @@ class EventsApi(APIView):
                     f"batch: {len(payloads)} events; the limit is {cdp['MAX_BATCH_EVENTS']}",
                     details={"batch": [f"at most {cdp['MAX_BATCH_EVENTS']} events"]},
                 )
-            check_sizes = len(request.body) > cdp["MAX_EVENT_BYTES"]
+            check_sizes = body_bytes > cdp["MAX_EVENT_BYTES"]
         else:
-            if len(request.body) > cdp["MAX_EVENT_BYTES"]:
+            if body_bytes > cdp["MAX_EVENT_BYTES"]:
                 raise PayloadTooLarge(f"An event may be at most {cdp['MAX_EVENT_BYTES']} bytes.")
             payloads = [body]
             check_sizes = False

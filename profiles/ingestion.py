@@ -607,15 +607,18 @@ def events_ingest(
 
     stored: list[_Prepared] = []
     if prepared:
-        for attempt in range(4):
+        # SQLite reports lock contention at once (shared cache) and has one writer, so it
+        # gets more, shorter retries than PostgreSQL's rare deadlocks.
+        attempts = 4 if connection.vendor == "postgresql" else 50
+        for attempt in range(attempts):
             try:
                 stored = _store(prepared, ctx)
                 break
             except OperationalError as exc:
-                if attempt == 3 or not _is_retryable(exc):
+                if attempt == attempts - 1 or not _is_retryable(exc):
                     raise
                 logger.info("ingest retry after %s", exc)
-                time.sleep(0.01 * (attempt + 1))
+                time.sleep(min(0.2, 0.01 * (attempt + 1)))
                 for p in prepared:
                     p.profile_id = None
     return IngestResult(

@@ -206,7 +206,7 @@ def profile_stats_rebuild(*, profile_ids: list[uuid.UUID]) -> None:
 
 
 def profiles_stats_rebuild_all(
-    *, chunk_profiles: int = 2000, progress: Callable[[int], None] | None = None
+    *, chunk_profiles: int = 2000, progress: Callable[[int], object] | None = None
 ) -> int:
     """Rebuild every live profile's computed attributes, chunk by chunk (bounded memory)."""
     config = stats_config()

@@ -17,6 +17,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         total = Profile.objects.filter(merged_into__isnull=True).count()
         with tqdm(total=total, unit="profile", file=self.stderr, disable=None) as bar:
-            done = profiles_stats_rebuild_all(progress=lambda n: None if bar.update(n) else None)
+            done = profiles_stats_rebuild_all(progress=bar.update)
         scored = rfm_scores_compute()
         self.stdout.write(f"rebuilt {done} profiles; RFM scored {scored} purchasers")

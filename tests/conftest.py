@@ -1,0 +1,68 @@
+"""Shared fixtures: sources with their raw keys, API clients for each kind of caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from profiles.ingestion import schemas_invalidate, user_agent_is_bot
+from profiles.selectors import source_key_cache_clear
+from profiles.services import SourceKeys, source_create
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    source_key_cache_clear()
+    schemas_invalidate()
+    yield
+    source_key_cache_clear()
+    schemas_invalidate()
+    user_agent_is_bot.cache_clear()
+
+
+@pytest.fixture
+def source(db: Any) -> SourceKeys:
+    return source_create(name="Shop", allowed_origins=["https://shop.example"])
+
+
+@pytest.fixture
+def verified_source(db: Any) -> SourceKeys:
+    return source_create(name="Strict shop", require_identity_verification=True)
+
+
+def _client(key: str | None) -> APIClient:
+    client = APIClient()
+    if key:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+@pytest.fixture
+def write_client(source: SourceKeys) -> APIClient:
+    return _client(source.write_key)
+
+
+@pytest.fixture
+def secret_client(source: SourceKeys) -> APIClient:
+    return _client(source.secret_key)
+
+
+@pytest.fixture
+def anon_client() -> APIClient:
+    return _client(None)
+
+
+@pytest.fixture
+def staff_client(db: Any) -> APIClient:
+    user = get_user_model().objects.create_user("staff", password="pw-staff-123", is_staff=True)
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+def post_events(client: APIClient, body: Any, **extra: Any) -> Any:
+    return client.post("/api/v1/events", body, format="json", **extra)
