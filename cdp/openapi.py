@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
@@ -35,3 +36,15 @@ def error_responses(*codes: int) -> dict[int, Any]:
     return {
         c: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS.get(c, "")) for c in codes
     }
+
+
+class SourceKeyAuthScheme(OpenApiAuthenticationExtension):
+    target_class = "cdp.auth.SourceKeyAuthentication"
+    name = "sourceKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A source's write key (`wk_…`, browser-safe) or secret key (`sk_…`, server only).",
+        }

@@ -193,6 +193,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # pydantic emits JSON Schema 2020-12 (nullable as anyOf null), which is OpenAPI 3.1.
+    "OAS_VERSION": "3.1.0",
 }
 
 # --- Product settings ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ class EventBatchIn(BaseModel):
     batch: list[EventIn] = Field(min_length=1, max_length=500)
 
 
-class EventsRequest(RootModel[EventIn | EventBatchIn]):
+class Events(RootModel[EventIn | EventBatchIn]):
     """One event, or {"batch": [event, …]} (≤ 500 events, ≤ 500 KB)."""
 
 
@@ -72,7 +72,7 @@ class EventsApi(APIView):
             "stored for this source is counted in `duplicates` and not stored again. "
             "400 only when no event is valid."
         ),
-        request=EventsRequest,
+        request=Events,
         responses={202: IngestOutput, **error_responses(400, 401, 403, 413)},
         tags=["events"],
     )

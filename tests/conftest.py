@@ -66,3 +66,21 @@ def staff_client(db: Any) -> APIClient:
 
 def post_events(client: APIClient, body: Any, **extra: Any) -> Any:
     return client.post("/api/v1/events", body, format="json", **extra)
+
+
+@pytest.fixture
+def superuser_client(db: Any) -> APIClient:
+    """A logged-in superuser: the admin screens."""
+    user = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-admin-123")
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def user_client(db: Any) -> APIClient:
+    """A logged-in user who is not staff: no API access through the session."""
+    user = get_user_model().objects.create_user("shopper", password="pw-shopper-123")
+    client = APIClient()
+    client.force_login(user)
+    return client

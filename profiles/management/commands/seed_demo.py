@@ -1,0 +1,44 @@
+"""Load demo data and a local admin user (embedded/demo use; never needed in production)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
+from tqdm import tqdm
+
+from profiles.demo import demo_data_load, demo_source_ensure
+
+
+class Command(BaseCommand):
+    help = "Create demo data (a demo source, visitors and events) and an admin/admin superuser."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--visitors", type=int, default=300)
+        parser.add_argument("--no-admin-user", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        users = get_user_model()
+        if not options["no_admin_user"] and not users.objects.filter(username="admin").exists():
+            users.objects.create_superuser("admin", "admin@example.com", "admin")  # noqa: S106
+            self.stdout.write("created superuser admin / admin (change it before exposing this)")
+        source, made = demo_source_ensure()
+        if made is not None:
+            self.stdout.write(
+                "demo source keys (shown once): "
+                + orjson.dumps(
+                    {
+                        "source": source.slug,
+                        "write_key": made.write_key,
+                        "secret_key": made.secret_key,
+                    }
+                ).decode()
+            )
+        with tqdm(total=options["visitors"], unit="visitor", file=self.stderr, disable=None) as bar:
+            accepted = demo_data_load(
+                visitors=options["visitors"], now=timezone.now(), progress=bar.update
+            )
+        self.stdout.write(f"demo data: {accepted} new events")
