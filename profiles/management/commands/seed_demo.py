@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         users = get_user_model()
         if not options["no_admin_user"] and not users.objects.filter(username="admin").exists():
-            users.objects.create_superuser("admin", "admin@example.com", "admin")  # noqa: S106
+            users.objects.create_superuser("admin", "admin@example.com", "admin")
             self.stdout.write("created superuser admin / admin (change it before exposing this)")
         source, made = demo_source_ensure()
         if made is not None:
