@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -68,5 +67,5 @@ def stats_of(profile: Profile) -> ProfileStats:
 
 
 def stats_set(profile: Profile, stats: ProfileStats) -> None:
-    for field, value in asdict(stats).items():
-        setattr(profile, field, value)
+    for field in STATS_FIELDS:
+        setattr(profile, field, getattr(stats, field))

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -397,6 +398,16 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _pg_cursor() -> Any:
+    """A psycopg cursor with server-side parameter binding on Django's connection (and
+    so inside its transaction): large array parameters are sent as is, not quoted into
+    the SQL text as Django's client-side binding does."""
+    import psycopg
+
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
 def _events_insert(rows: Sequence[_Prepared], ctx: IngestContext) -> set[str]:
     """Insert events, skipping (source, message_id) already stored; returns inserted ids."""
     table = Event._meta.db_table
@@ -407,9 +418,9 @@ def _events_insert(rows: Sequence[_Prepared], ctx: IngestContext) -> set[str]:
             sql = (
                 f"INSERT INTO {table} ({cols}) SELECT s, m, p, t, e, a, u, ts, ots, sa, ra, "  # noqa: S608
                 "pr::jsonb, tr::jsonb, cx::jsonb, b, w::jsonb FROM unnest("
-                "%s::bigint[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], "
-                "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], "
-                "%s::text[], %s::text[], %s::text[], %s::boolean[], %s::text[]) "
+                "%b::bigint[], %b::text[], %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], "
+                "%b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], "
+                "%b::text[], %b::text[], %b::text[], %b::boolean[], %b::text[]) "
                 "AS x(s, m, p, t, e, a, u, ts, ots, sa, ra, pr, tr, cx, b, w) "
                 "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id"
             )
@@ -431,8 +442,10 @@ def _events_insert(rows: Sequence[_Prepared], ctx: IngestContext) -> set[str]:
                 [r.is_bot for r in rows],
                 [_dumps(r.warnings) if r.warnings else None for r in rows],
             ]
-            cursor.execute(sql, params)  # type: ignore[arg-type]
-            inserted.update(m for (m,) in cursor.fetchall())
+            with _pg_cursor() as pg:
+                # Binary parameters: no text escaping of 16 arrays × 500 values.
+                pg.execute(sql, params, binary=True)
+                inserted.update(m for (m,) in pg.fetchall())
         else:
             ops = connection.ops
             placeholders = ", ".join(["%s"] * len(_EVENT_COLUMNS))
@@ -501,6 +514,81 @@ _PROFILE_UPDATE_FIELDS = [
 ]
 
 
+def _profiles_write(profiles: Sequence[Profile]) -> None:
+    """Write the touched profiles' traits and computed attributes in one statement."""
+    table = Profile._meta.db_table
+    cols = [c for c in _PROFILE_UPDATE_FIELDS]
+    rows = [
+        [
+            _dumps(p.traits),
+            _dumps(p.trait_timestamps),
+            p.first_seen_at,
+            p.last_seen_at,
+            p.event_count,
+            p.session_count,
+            p.page_view_count,
+            p.purchase_count,
+            p.revenue,
+            p.avg_order_value,
+            p.last_purchase_at,
+            p.engagement_score,
+            p.engagement_as_of,
+            p.updated_at,
+        ]
+        for p in profiles
+    ]
+    if connection.vendor == "postgresql":
+        types = [
+            "jsonb",
+            "jsonb",
+            "timestamptz",
+            "timestamptz",
+            "integer",
+            "integer",
+            "integer",
+            "integer",
+            "numeric",
+            "numeric",
+            "timestamptz",
+            "double precision",
+            "timestamptz",
+            "timestamptz",
+        ]
+        assignments = ", ".join(f'"{c}" = v."{c}"' for c in cols)
+        arrays = ", ".join(f"%s::{'text' if t == 'jsonb' else t}[]" for t in types)
+        selects = ", ".join(
+            f'x."{c}"::jsonb AS "{c}"' if t == "jsonb" else f'x."{c}"'
+            for c, t in zip(cols, types, strict=True)
+        )
+        col_list = ", ".join(f'"{c}"' for c in cols)
+        sql = (
+            f"UPDATE {table} AS p SET {assignments} FROM ("  # noqa: S608
+            f"SELECT x.id, {selects} FROM unnest(%b::uuid[], {arrays}) AS x(id, {col_list})"
+            ") AS v WHERE p.id = v.id"
+        )
+        params: list[Any] = [[p.pk for p in profiles]]
+        params += [list(col) for col in zip(*rows, strict=True)]
+        with _pg_cursor() as pg:
+            pg.execute(sql, params, binary=True)
+        return
+    ops = connection.ops
+    assignments = ", ".join(f'"{c}" = %s' for c in cols)
+    sql = f"UPDATE {table} SET {assignments} WHERE id = %s"  # noqa: S608
+    adapted = []
+    for p, row in zip(profiles, rows, strict=True):
+        values = [
+            ops.adapt_datetimefield_value(v)
+            if isinstance(v, datetime)
+            else ops.adapt_decimalfield_value(v, 18, 4)
+            if isinstance(v, Decimal)
+            else v
+            for v in row
+        ]
+        adapted.append([*values, p.pk.hex])
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, adapted)
+
+
 def _profiles_update(stored: Sequence[_Prepared], config: StatsConfig, now: datetime) -> None:
     by_profile: dict[uuid.UUID, list[_Prepared]] = defaultdict(list)
     for r in stored:
@@ -532,7 +620,7 @@ def _profiles_update(stored: Sequence[_Prepared], config: StatsConfig, now: date
             profile.updated_at = now
             changed.append(profile)
     if changed:
-        Profile.objects.bulk_update(changed, _PROFILE_UPDATE_FIELDS)
+        _profiles_write(changed)
 
 
 def _store(prepared: list[_Prepared], ctx: IngestContext) -> list[_Prepared]:

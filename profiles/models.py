@@ -136,9 +136,13 @@ class Event(models.Model):
     """One accepted behavioral event. Append-only; (source, message_id) is unique."""
 
     id = models.BigAutoField(primary_key=True)
-    source = models.ForeignKey(Source, on_delete=models.PROTECT)
+    # No single-column indexes on the two foreign keys: the unique (source, message_id)
+    # and the (profile, timestamp) indexes lead with them, and every index costs ingestion.
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, db_index=False)
     message_id = models.CharField(max_length=100)
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="events")
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     type = models.CharField(max_length=16, choices=EventType.choices)
     event = models.CharField(max_length=200, blank=True, default="")
     anonymous_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
