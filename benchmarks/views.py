@@ -51,7 +51,7 @@ def bare_copy(request: HttpRequest) -> HttpResponse:
     with transaction.atomic(), connection.cursor() as cursor:
         raw = cursor.cursor  # the psycopg cursor
         cols = ", ".join(COLUMNS)
-        with raw.copy(f"COPY {COPY_TABLE} ({cols}) FROM STDIN") as copy:  # type: ignore[union-attr]
+        with raw.copy(f"COPY {COPY_TABLE} ({cols}) FROM STDIN") as copy:
             for e in body["batch"]:
                 copy.write_row(
                     (

@@ -44,6 +44,8 @@ class FastJSONParser(BaseParser):
         if request is not None:
             # The events view needs the size; the stream cannot be read twice.
             request._request.cdp_body_bytes = len(raw)
+            # JSON can only carry a NUL as the escape \u0000; PostgreSQL cannot store it.
+            request._request.cdp_body_has_nul = b"\\u0000" in raw
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -191,6 +191,8 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs are public and ignore any Authorization header (a stray key is not a 401).
+    "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     # pydantic emits JSON Schema 2020-12 (nullable as anyOf null), which is OpenAPI 3.1.

@@ -79,6 +79,7 @@ class EventsApi(APIView):
     def post(self, request: Request) -> Response:
         body: Any = request.data
         body_bytes = int(getattr(request._request, "cdp_body_bytes", 0))
+        has_nul = bool(getattr(request._request, "cdp_body_has_nul", True))
         cdp = settings.CDP
         if isinstance(body, dict) and "batch" in body:
             payloads = body["batch"]
@@ -95,12 +96,12 @@ class EventsApi(APIView):
                     f"batch: {len(payloads)} events; the limit is {cdp['MAX_BATCH_EVENTS']}",
                     details={"batch": [f"at most {cdp['MAX_BATCH_EVENTS']} events"]},
                 )
-            check_sizes = body_bytes > cdp["MAX_EVENT_BYTES"]
+            screen = body_bytes > cdp["MAX_EVENT_BYTES"] or has_nul
         else:
             if body_bytes > cdp["MAX_EVENT_BYTES"]:
                 raise PayloadTooLarge(f"An event may be at most {cdp['MAX_EVENT_BYTES']} bytes.")
             payloads = [body]
-            check_sizes = False
+            screen = has_nul
 
         cred = credential(request)
         if cred is not None:
@@ -122,7 +123,7 @@ class EventsApi(APIView):
             received_at=utcnow(),
             browser_user_agent=browser_ua,
         )
-        result = events_ingest(ctx=ctx, payloads=payloads, check_sizes=check_sizes)
+        result = events_ingest(ctx=ctx, payloads=payloads, screen=screen)
         answer = {
             "accepted": result.accepted,
             "duplicates": result.duplicates,
@@ -201,6 +202,10 @@ class ProfileLookupApi(APIView):
                 details={"query": ["exactly one of user_id, anonymous_id, email"]},
             )
         kind, value = given[0]
+        if "\x00" in value:
+            raise ValidationFailed(
+                f"{kind}: contains a NUL character", details={kind: ["contains a NUL character"]}
+            )
         profile = selectors.profile_by_identity(kind=kind, value=value)
         if profile is None:
             raise NotFound(f"No profile with {kind} {value!r}.")

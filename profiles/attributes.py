@@ -27,19 +27,45 @@ def stats_config() -> StatsConfig:
     )
 
 
-def _revenue(properties: Mapping[str, Any]) -> Decimal:
-    for key in ("revenue", "total", "value"):
+REVENUE_KEYS = ("revenue", "total", "value")
+MAX_ABS_REVENUE = Decimal("1e12")
+
+
+def _revenue_raw(properties: Mapping[str, Any]) -> tuple[str, Decimal] | None:
+    """The first of revenue/total/value that holds a number, with its key."""
+    for key in REVENUE_KEYS:
         raw = properties.get(key)
-        if isinstance(raw, bool) or raw is None:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
             continue
-        if isinstance(raw, int | float | str):
-            try:
-                value = Decimal(str(raw))
-            except InvalidOperation:
-                continue
-            if value.is_finite():
-                return value.quantize(FOUR_PLACES)
-    return Decimal("0")
+        try:
+            return key, Decimal(str(raw).strip())
+        except InvalidOperation:
+            continue
+    return None
+
+
+def revenue_problem(properties: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(field, message) when a purchase's revenue cannot be counted, else None."""
+    found = _revenue_raw(properties)
+    if found is None:
+        return None
+    key, value = found
+    if not value.is_finite() or abs(value) > MAX_ABS_REVENUE:
+        return (
+            f"properties.{key}",
+            f"must be a finite number of at most {MAX_ABS_REVENUE:,.0f} in size",
+        )
+    return None
+
+
+def _revenue(properties: Mapping[str, Any]) -> Decimal:
+    found = _revenue_raw(properties)
+    if found is None:
+        return Decimal("0")
+    value = found[1]
+    if not value.is_finite() or abs(value) > MAX_ABS_REVENUE:
+        return Decimal("0")  # refused at ingestion; only old rows can hold such values
+    return value.quantize(FOUR_PLACES)
 
 
 def event_facts(

@@ -27,7 +27,13 @@ from django.db.models import Q
 from jsonschema import Draft202012Validator
 
 from profiles import keys
-from profiles.attributes import event_facts, stats_config, stats_of, stats_set
+from profiles.attributes import (
+    event_facts,
+    revenue_problem,
+    stats_config,
+    stats_of,
+    stats_set,
+)
 from profiles.models import Event, EventSchema, Identity, IdentityKind, Profile, SchemaMode
 from profiles.services import (
     MergeRefused,
@@ -142,6 +148,11 @@ def _prepare(
         elif not keys.user_hash_valid(ctx.identity_secret, ev.user_id, ev.user_hash):
             return {"user_hash": ["does not match user_id"]}
 
+    if ev.type == "track" and ev.event in cdp["PURCHASE_EVENTS"]:
+        problem = revenue_problem(ev.properties)
+        if problem is not None:
+            return {problem[0]: [problem[1]]}
+
     warnings: list[str] | None = None
     if ev.type == "track" and ev.event in schemas:
         validator, mode = schemas[ev.event]
@@ -160,7 +171,10 @@ def _prepare(
     original: datetime | None = None
     if ev.timestamp is not None and ev.sent_at is not None and ev.sent_at != received_at:
         original = ev.timestamp
-        timestamp = ev.timestamp + (received_at - ev.sent_at)
+        try:
+            timestamp = ev.timestamp + (received_at - ev.sent_at)
+        except OverflowError:
+            return {"sent_at": ["too far from the server's clock to correct timestamp with it"]}
     if timestamp > received_at + timedelta(seconds=cdp["MAX_FUTURE_SKEW_SECONDS"]):
         original = original or ev.timestamp
         timestamp = received_at
@@ -202,10 +216,24 @@ def _prepare(
     )
 
 
-def _size_errors(payload: Any) -> dict[str, list[str]] | None:
+_NUL = b"\\u0000"
+
+
+def _screen_errors(payload: Any) -> dict[str, list[str]] | None:
+    """Checks that need the serialized event: its size, and NUL characters, which
+    PostgreSQL cannot store in text or jsonb (named by the top-level field)."""
     limit = settings.CDP["MAX_EVENT_BYTES"]
-    if len(orjson.dumps(payload)) > limit:
+    raw = orjson.dumps(payload)
+    if len(raw) > limit:
         return {"non_field_errors": [f"event is larger than {limit} bytes"]}
+    if _NUL in raw and isinstance(payload, dict):
+        return {
+            str(key).replace("\x00", "\\u0000"): [
+                "contains a NUL character (\\u0000), which cannot be stored"
+            ]
+            for key, value in payload.items()
+            if _NUL in orjson.dumps(key) or _NUL in orjson.dumps(value)
+        }
     return None
 
 
@@ -241,6 +269,8 @@ class _Resolver:
             "kind", "value", "profile_id"
         ):
             self.ids[(kind, value)] = pid
+        if IdentityKind.USER_ID not in by_kind:
+            return  # no event claims a user_id: who owns which user_id cannot matter
         pids = set(self.ids.values())
         for pid, uid in Identity.objects.filter(
             profile_id__in=pids, kind=IdentityKind.USER_ID
@@ -579,7 +609,7 @@ def _profiles_write(profiles: Sequence[Profile]) -> None:
         values = [
             ops.adapt_datetimefield_value(v)
             if isinstance(v, datetime)
-            else ops.adapt_decimalfield_value(v, 18, 4)
+            else ops.adapt_decimalfield_value(v, 24, 4)
             if isinstance(v, Decimal)
             else v
             for v in row
@@ -665,7 +695,7 @@ def _is_retryable(exc: OperationalError) -> bool:
 
 
 def events_ingest(
-    *, ctx: IngestContext, payloads: Sequence[Any], check_sizes: bool = True
+    *, ctx: IngestContext, payloads: Sequence[Any], screen: bool = True
 ) -> IngestResult:
     """Validate and store a batch. Valid events are stored even when others are rejected;
     a message_id already stored for this source is counted as a duplicate, not stored again.
@@ -676,7 +706,8 @@ def events_ingest(
     duplicates = 0
     schemas = _schemas()
     for index, payload in enumerate(payloads):
-        errors = _size_errors(payload) if check_sizes else None
+        # The API skips screening when the body is small and has no NUL escape at all.
+        errors = _screen_errors(payload) if screen else None
         ev: EventIn | None = None
         if errors is None:
             ev, errors = event_validate(payload)

@@ -69,8 +69,8 @@ class Profile(models.Model):
     session_count = models.PositiveIntegerField(default=0)
     page_view_count = models.PositiveIntegerField(default=0)
     purchase_count = models.PositiveIntegerField(default=0)
-    revenue = models.DecimalField(max_digits=18, decimal_places=4, default=Decimal("0"))
-    avg_order_value = models.DecimalField(max_digits=18, decimal_places=4, default=Decimal("0"))
+    revenue = models.DecimalField(max_digits=24, decimal_places=4, default=Decimal("0"))
+    avg_order_value = models.DecimalField(max_digits=24, decimal_places=4, default=Decimal("0"))
     last_purchase_at = models.DateTimeField(null=True, blank=True)
     # Decayed engagement as of `engagement_as_of`; read it decayed to now.
     engagement_score = models.FloatField(default=0.0)

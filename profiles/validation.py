@@ -29,6 +29,8 @@ def _id_to_str(value: Any) -> Any:
 
 Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=255)]
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 _CAMEL_HINTS = {
     "userId": "user_id",
     "anonymousId": "anonymous_id",
@@ -49,7 +51,7 @@ class EventIn(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     user_id: Id | None = None
     anonymous_id: Id | None = None
-    user_hash: str | None = Field(default=None, max_length=128)
+    user_hash: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     message_id: str | None = Field(default=None, min_length=1, max_length=100)
     timestamp: datetime | None = None
     sent_at: datetime | None = None
@@ -63,7 +65,9 @@ class EventIn(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         # A timestamp without an offset is taken as UTC, as Segment does.
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
+            value = value.replace(tzinfo=UTC)
+        if value is not None and value < _EPOCH:
+            raise ValueError("must be on or after 1970-01-01T00:00:00Z")
         return value
 
     @model_validator(mode="after")
@@ -83,7 +87,9 @@ def errors_by_field(exc: ValidationError) -> dict[str, list[str]]:
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "non_field_errors"
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if loc == "user_hash" and err["type"] == "string_pattern_mismatch":
+            msg = "must be the hex HMAC-SHA256 of user_id (64 characters)"
+        elif err["type"] == "extra_forbidden":
             hint = _CAMEL_HINTS.get(loc)
             msg = f"unknown field{f' (did you mean {hint}?)' if hint else ''}"
         elif msg.startswith("Value error, "):

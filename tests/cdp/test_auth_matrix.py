@@ -47,8 +47,8 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/profiles/{profile_id}", SECRET),
     Endpoint("GET", "/healthz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/readyz", PUBLIC, refuses_wrong_key=False),
-    Endpoint("GET", "/api/schema/?format=json", PUBLIC),
-    Endpoint("GET", "/api/docs/", PUBLIC),
+    Endpoint("GET", "/api/schema/?format=json", PUBLIC, refuses_wrong_key=False),
+    Endpoint("GET", "/api/docs/", PUBLIC, refuses_wrong_key=False),
 ]
 PROTECTED = [e for e in ENDPOINTS if e.access != PUBLIC]
 ids = [str(e) for e in ENDPOINTS]
