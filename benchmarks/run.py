@@ -211,7 +211,7 @@ class Server:
                 "warning",
                 "cdp.wsgi:application",
             ]
-        self.label = " ".join(cmd[:1] + [c for c in cmd[1:] if c.startswith("-") or c.isdigit()])
+        self.label = " ".join([Path(cmd[0]).name, *cmd[1:]])
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
