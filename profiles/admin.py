@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from jsonschema import Draft202012Validator
@@ -17,6 +19,7 @@ from jsonschema.exceptions import SchemaError
 from profiles import selectors, services
 from profiles.ingestion import schemas_invalidate
 from profiles.models import Event, EventSchema, Identity, Profile, ProfileMerge, Source
+from profiles.stats import engagement_at
 
 
 def _show_keys(request: HttpRequest, made: services.SourceKeys) -> None:
@@ -112,13 +115,14 @@ class MergeInline(admin.TabularInline):
 @admin.register(Profile)
 class ProfileAdmin(admin.ModelAdmin):
     list_display = [
-        "id",
+        "who",
         "last_seen_at",
         "event_count",
         "session_count",
         "purchase_count",
         "revenue",
-        "merged_into",
+        "engagement_now",
+        "rfm",
     ]
     list_filter = ["rfm_recency", "rfm_frequency", "rfm_monetary"]
     search_fields = ["id"]
@@ -143,6 +147,7 @@ class ProfileAdmin(admin.ModelAdmin):
         "last_purchase_at",
         "engagement_score",
         "engagement_as_of",
+        "engagement_now",
         "rfm_recency",
         "rfm_frequency",
         "rfm_monetary",
@@ -164,6 +169,7 @@ class ProfileAdmin(admin.ModelAdmin):
                     "revenue",
                     "avg_order_value",
                     "last_purchase_at",
+                    "engagement_now",
                     "engagement_score",
                     "engagement_as_of",
                     "rfm_recency",
@@ -175,6 +181,30 @@ class ProfileAdmin(admin.ModelAdmin):
         ),
         ("Event timeline (latest 50)", {"fields": ["timeline"]}),
     ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Profile]:
+        return super().get_queryset(request).prefetch_related("identities")
+
+    @admin.display(description="Profile")
+    def who(self, obj: Profile) -> str:
+        ids = {i.kind: i.value for i in obj.identities.all()}
+        if "user_id" in ids:
+            return f"user {ids['user_id']}"
+        if "anonymous_id" in ids:
+            return f"anonymous {ids['anonymous_id']}"
+        return str(obj.pk)
+
+    @admin.display(description="Engagement now")
+    def engagement_now(self, obj: Profile) -> str:
+        half_life = settings.CDP["ENGAGEMENT_HALF_LIFE_DAYS"]
+        score = engagement_at(obj.engagement_score, obj.engagement_as_of, timezone.now(), half_life)
+        return f"{score:.2f}"
+
+    @admin.display(description="RFM")
+    def rfm(self, obj: Profile) -> str:
+        if obj.rfm_recency is None:
+            return "-"
+        return f"{obj.rfm_recency}{obj.rfm_frequency}{obj.rfm_monetary}"
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Profile], search_term: str
