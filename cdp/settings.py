@@ -224,6 +224,10 @@ CDP = {
     ),
     # Timestamps further ahead of the server clock than this are clamped to received_at.
     "MAX_FUTURE_SKEW_SECONDS": env.int("CDP_MAX_FUTURE_SKEW_SECONDS", default=300),
+    # Store raw email/phone (and IP) in traits and events? Off: they are kept only as
+    # keyed hashes ("hmac:<hex>"), and as hashed identities for lookups.
+    "RAW_PII": env.bool("CDP_RAW_PII", default=False),
+    "PII_TRAITS": ("email", "phone"),
     "MAX_EVENT_BYTES": 32 * 1024,
     "MAX_BATCH_BYTES": 500 * 1024,
     "MAX_BATCH_EVENTS": 500,

@@ -26,6 +26,8 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from jsonschema import Draft202012Validator
 
+from cdp.metrics import events_dropped
+from profiles import hooks as ingest_hooks
 from profiles import keys
 from profiles.attributes import (
     event_facts,
@@ -34,7 +36,16 @@ from profiles.attributes import (
     stats_of,
     stats_set,
 )
-from profiles.models import Event, EventSchema, Identity, IdentityKind, Profile, SchemaMode
+from profiles.hooks import CarriedConsent
+from profiles.models import (
+    ErasedIdentity,
+    Event,
+    EventSchema,
+    Identity,
+    IdentityKind,
+    Profile,
+    SchemaMode,
+)
 from profiles.services import (
     MergeRefused,
     profile_merge,
@@ -67,6 +78,7 @@ class IngestResult:
     duplicates: int
     rejected: list[dict[str, Any]]
     profile_ids: list[uuid.UUID] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count, never stored
 
 
 @dataclass(slots=True)
@@ -88,7 +100,21 @@ class _Prepared:
     is_bot: bool
     warnings: list[str] | None
     email_hash: str | None
+    phone_hash: str | None = None
+    consent: dict[str, Any] | None = None  # context.consent carried by the event
     profile_id: uuid.UUID | None = None
+
+    def identity_keys(self) -> list[Key]:
+        keys_: list[Key] = []
+        if self.resolve_user_id:
+            keys_.append((IdentityKind.USER_ID.value, self.resolve_user_id))
+        if self.anonymous_id:
+            keys_.append((IdentityKind.ANONYMOUS_ID.value, self.anonymous_id))
+        if self.email_hash:
+            keys_.append((IdentityKind.EMAIL.value, self.email_hash))
+        if self.phone_hash:
+            keys_.append((IdentityKind.PHONE.value, self.phone_hash))
+        return keys_
 
 
 # --- Event schemas (per event name), cached briefly in-process ----------------------
@@ -183,12 +209,24 @@ def _prepare(
     ua = context.get("user_agent") or context.get("userAgent") or ctx.browser_user_agent
     is_bot = isinstance(ua, str) and bool(ua) and user_agent_is_bot(ua)
 
+    carried = context.get("consent")
+    if carried is not None:
+        hooks = ingest_hooks.consent_hooks
+        consent_problems = hooks.validate_carried(carried) if hooks else None
+        if consent_problems:
+            return consent_problems
+
+    pii_key = cdp["PII_HASH_KEY"]
     email = traits.get("email") if ev.type == "identify" else None
-    email_hash = (
-        keys.pii_hash(cdp["PII_HASH_KEY"], email)
-        if isinstance(email, str) and "@" in email
+    email_hash = keys.pii_hash(pii_key, email) if isinstance(email, str) and "@" in email else None
+    phone = traits.get("phone") if ev.type == "identify" else None
+    phone_hash = (
+        keys.phone_hash(pii_key, phone)
+        if isinstance(phone, str) and sum(c.isdigit() for c in phone) >= 5
         else None
     )
+    if not cdp["RAW_PII"]:
+        traits, context = _pseudonymize(traits, context, pii_key)
     if ev.type == "track":
         name = ev.event or ""
     elif ev.type in ("page", "screen"):
@@ -213,7 +251,39 @@ def _prepare(
         is_bot=is_bot,
         warnings=warnings,
         email_hash=email_hash,
+        phone_hash=phone_hash,
+        consent=carried if isinstance(carried, dict) else None,
     )
+
+
+def _pseudonymize(
+    traits: dict[str, Any], context: dict[str, Any], pii_key: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Raw email/phone/IP replaced by "hmac:<keyed hash>" in what is stored."""
+
+    def scrub(values: dict[str, Any]) -> dict[str, Any]:
+        out = dict(values)
+        for name in settings.CDP["PII_TRAITS"]:
+            raw = out.get(name)
+            if isinstance(raw, str) and not raw.startswith("hmac:"):
+                hashed = (
+                    keys.phone_hash(pii_key, raw)
+                    if name == "phone"
+                    else keys.pii_hash(pii_key, raw)
+                )
+                out[name] = f"hmac:{hashed}"
+        return out
+
+    if any(name in traits for name in settings.CDP["PII_TRAITS"]):
+        traits = scrub(traits)
+    nested = context.get("traits")
+    if "ip" in context or isinstance(nested, dict):
+        context = dict(context)
+        if isinstance(context.get("ip"), str):
+            context["ip"] = f"hmac:{keys.pii_hash(pii_key, context['ip'])}"
+        if isinstance(nested, dict):
+            context["traits"] = scrub(nested)
+    return traits, context
 
 
 _NUL = b"\\u0000"
@@ -356,6 +426,8 @@ class _Resolver:
         self.attach(anon_key, pid)
         if p.email_hash:
             self.attach((IdentityKind.EMAIL.value, p.email_hash), pid)
+        if p.phone_hash:
+            self.attach((IdentityKind.PHONE.value, p.phone_hash), pid)
         return pid
 
     def persist(self) -> None:
@@ -653,21 +725,67 @@ def _profiles_update(stored: Sequence[_Prepared], config: StatsConfig, now: date
         _profiles_write(changed)
 
 
-def _store(prepared: list[_Prepared], ctx: IngestContext) -> list[_Prepared]:
+def _tombstoned(keys_: set[Key]) -> set[Key]:
+    """Which of these (unknown) identities belonged to an erased person."""
+    if not keys_:
+        return set()
+    pii_key = settings.CDP["PII_HASH_KEY"]
+    by_hash = {keys.tombstone_hash(pii_key, k, v): (k, v) for k, v in keys_}
+    found = ErasedIdentity.objects.filter(value_hash__in=by_hash).values_list(
+        "value_hash", flat=True
+    )
+    return {by_hash[h] for h in found}
+
+
+def _gate(
+    prepared: list[_Prepared], resolver: _Resolver, keys_: set[Key], dropped: dict[str, int]
+) -> list[_Prepared]:
+    """Drop events of erased identities, and events without the tracking purpose's consent
+    (events that carry consent are always kept: they are the proof)."""
+    unknown = {k for k in keys_ if k not in resolver.ids}
+    erased = _tombstoned(unknown)
+    hooks = ingest_hooks.consent_hooks
+    existing = {pid for pid in resolver.ids.values()}
+    allowed = hooks.tracking_allowed(existing) if hooks and existing else {}
+    default = hooks.tracking_default() if hooks else True
+    decided: dict[Key, bool] = {}  # consent carried by earlier events of this batch
+    kept: list[_Prepared] = []
+    for p in prepared:
+        ids = p.identity_keys()
+        if any(k in erased for k in ids):
+            dropped["erased"] = dropped.get("erased", 0) + 1
+            continue
+        carried = hooks.tracking_in(p.consent.get("purposes", {})) if hooks and p.consent else None
+        if carried is not None:
+            decided.update((k, carried) for k in ids)
+            kept.append(p)
+            continue
+        state = next((decided[k] for k in ids if k in decided), None)
+        if state is None:
+            pid = next((resolver.ids[k] for k in ids if k in resolver.ids), None)
+            state = allowed.get(pid, default) if pid is not None else default
+        if state:
+            kept.append(p)
+        else:
+            dropped["consent"] = dropped.get("consent", 0) + 1
+    return kept
+
+
+def _store(
+    prepared: list[_Prepared], ctx: IngestContext, dropped: dict[str, int]
+) -> list[_Prepared]:
     with transaction.atomic():
         resolver = _Resolver(ctx.source_id)
         keys_: set[Key] = set()
         for p in prepared:
-            if p.anonymous_id:
-                keys_.add((IdentityKind.ANONYMOUS_ID.value, p.anonymous_id))
-            if p.resolve_user_id:
-                keys_.add((IdentityKind.USER_ID.value, p.resolve_user_id))
+            keys_.update(p.identity_keys())
             if p.previous_id:
                 keys_.add((IdentityKind.USER_ID.value, p.previous_id))
                 keys_.add((IdentityKind.ANONYMOUS_ID.value, p.previous_id))
-            if p.email_hash:
-                keys_.add((IdentityKind.EMAIL.value, p.email_hash))
         resolver.load(keys_)
+        prepared = _gate(prepared, resolver, keys_, dropped)
+        if not prepared:
+            return []
         for p in prepared:
             p.profile_id = resolver.resolve(p)
         resolver.persist()
@@ -677,6 +795,19 @@ def _store(prepared: list[_Prepared], ctx: IngestContext) -> list[_Prepared]:
         inserted_ids = _events_insert(prepared, ctx)
         stored = [p for p in prepared if p.message_id in inserted_ids]
         _profiles_update(stored, stats_config(), ctx.received_at)
+        carried = [
+            CarriedConsent(
+                profile_id=p.profile_id,
+                purposes=p.consent.get("purposes", {}),
+                policy_version=str(p.consent.get("policy_version", "")),
+                at=p.timestamp,
+                source_id=ctx.source_id,
+            )
+            for p in stored
+            if p.consent and p.profile_id is not None
+        ]
+        if carried and ingest_hooks.consent_hooks is not None:
+            ingest_hooks.consent_hooks.record_carried(carried)
         if stored:
             profile_ids = sorted({p.profile_id for p in stored if p.profile_id}, key=str)
             names = sorted({p.event for p in stored})
@@ -725,13 +856,15 @@ def events_ingest(
         rejected.append({"index": index, "errors": errors})
 
     stored: list[_Prepared] = []
+    dropped: dict[str, int] = {}
     if prepared:
         # SQLite reports lock contention at once (shared cache) and has one writer, so it
         # gets more, shorter retries than PostgreSQL's rare deadlocks.
         attempts = 4 if connection.vendor == "postgresql" else 50
         for attempt in range(attempts):
             try:
-                stored = _store(prepared, ctx)
+                dropped = {}
+                stored = _store(prepared, ctx, dropped)
                 break
             except OperationalError as exc:
                 if attempt == attempts - 1 or not _is_retryable(exc):
@@ -740,9 +873,13 @@ def events_ingest(
                 time.sleep(min(0.2, 0.01 * (attempt + 1)))
                 for p in prepared:
                     p.profile_id = None
-    return IngestResult(
+    outcome = IngestResult(
         accepted=len(stored),
         duplicates=duplicates + len(prepared) - len(stored),
         rejected=rejected,
         profile_ids=sorted({p.profile_id for p in stored if p.profile_id}, key=str),
+        dropped=dropped,
     )
+    for reason, count in dropped.items():
+        events_dropped.labels(reason=reason).inc(count)
+    return outcome

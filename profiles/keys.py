@@ -33,3 +33,18 @@ def pii_hash(pii_key: str, value: str) -> str:
     """Keyed hash of a normalized PII identifier (email): lookups work, reading back does not."""
     normalized = value.strip().lower()
     return hmac.new(pii_key.encode(), normalized.encode(), hashlib.sha256).hexdigest()
+
+
+def phone_normalize(value: str) -> str:
+    """Digits only, keeping a leading + (so "+47 22 33 44 55" == "+4722334455")."""
+    digits = "".join(c for c in value if c.isdigit())
+    return ("+" if value.strip().startswith("+") else "") + digits
+
+
+def phone_hash(pii_key: str, value: str) -> str:
+    return pii_hash(pii_key, phone_normalize(value))
+
+
+def tombstone_hash(pii_key: str, kind: str, value: str) -> str:
+    """Hash of an erased identity as stored (raw ids, or already-hashed emails/phones)."""
+    return hmac.new(pii_key.encode(), f"erased:{kind}:{value}".encode(), hashlib.sha256).hexdigest()

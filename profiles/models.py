@@ -98,6 +98,7 @@ class IdentityKind(models.TextChoices):
     ANONYMOUS_ID = "anonymous_id", "Anonymous id"
     USER_ID = "user_id", "User id"
     EMAIL = "email", "Email (keyed hash)"
+    PHONE = "phone", "Phone (keyed hash)"
 
 
 class Identity(models.Model):
@@ -188,6 +189,23 @@ class EventSchema(models.Model):
 
     def __str__(self) -> str:
         return self.event
+
+
+class ErasedIdentity(models.Model):
+    """Tombstone of an erased identity: a keyed hash only, so late events from that
+    identity are dropped instead of recreating the person. Holds no raw identifier."""
+
+    kind = models.CharField(max_length=20, choices=IdentityKind.choices)
+    value_hash = models.CharField(max_length=64)
+    erased_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "value_hash"], name="erased_identity_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value_hash[:12]}…"
 
 
 class ProfileMerge(models.Model):

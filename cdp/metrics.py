@@ -1,0 +1,9 @@
+"""Prometheus metrics shared by the apps (exposition comes with the observability work)."""
+
+from prometheus_client import Counter
+
+events_dropped = Counter(
+    "cdp_events_dropped_total",
+    "Events received but intentionally not stored",
+    ["reason"],  # consent (no analytics consent), erased (identity was erased)
+)
