@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -86,6 +86,11 @@ def event_facts(
         is_purchase=is_purchase,
         weight=float(weight),
     )
+
+
+def trait_stamp(at: datetime) -> str:
+    """How a trait remembers when it was set: UTC, fixed width, so strings compare as times."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def stats_of(profile: Profile) -> ProfileStats:

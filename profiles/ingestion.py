@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+import psycopg
 from crawlerdetect import CrawlerDetect
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -35,6 +36,7 @@ from profiles.attributes import (
     stats_config,
     stats_of,
     stats_set,
+    trait_stamp,
 )
 from profiles.hooks import CarriedConsent
 from profiles.models import (
@@ -53,7 +55,7 @@ from profiles.services import (
 )
 from profiles.signals import events_ingested
 from profiles.stats import StatsConfig, stats_apply
-from profiles.validation import EventIn, event_validate
+from profiles.validation import EPOCH, MAX_YEAR, EventIn, event_validate
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +201,10 @@ def _prepare(
         original = ev.timestamp
         try:
             timestamp = ev.timestamp + (received_at - ev.sent_at)
+            in_range = timestamp >= EPOCH and timestamp.year < MAX_YEAR
         except OverflowError:
+            in_range = False
+        if not in_range:
             return {"sent_at": ["too far from the server's clock to correct timestamp with it"]}
     if timestamp > received_at + timedelta(seconds=cdp["MAX_FUTURE_SKEW_SECONDS"]):
         original = original or ev.timestamp
@@ -217,9 +222,12 @@ def _prepare(
             return consent_problems
 
     pii_key = cdp["PII_HASH_KEY"]
-    email = traits.get("email") if ev.type == "identify" else None
+    # An email or phone becomes an identity (a lookup key) only from a caller we believe:
+    # on a verifying source, an unverified browser cannot claim someone's address.
+    believed = ctx.trusted or not ctx.require_identity_verification or resolve_uid is not None
+    email = traits.get("email") if ev.type == "identify" and believed else None
     email_hash = keys.pii_hash(pii_key, email) if isinstance(email, str) and "@" in email else None
-    phone = traits.get("phone") if ev.type == "identify" else None
+    phone = traits.get("phone") if ev.type == "identify" and believed else None
     phone_hash = (
         keys.phone_hash(pii_key, phone)
         if isinstance(phone, str) and sum(c.isdigit() for c in phone) >= 5
@@ -310,6 +318,10 @@ def _screen_errors(payload: Any) -> dict[str, list[str]] | None:
 # --- Identity resolution -----------------------------------------------------------
 
 
+class _Retry(Exception):
+    """A concurrent transaction changed what this batch resolved; run it again."""
+
+
 class _Resolver:
     """Maps identity keys to profiles for one batch, creating and merging as needed."""
 
@@ -390,6 +402,8 @@ class _Resolver:
                 other=Profile.objects.get(pk=other_pid),
                 reason=reason,
             )
+        except Profile.DoesNotExist as exc:
+            raise _Retry("profile erased concurrently") from exc
         except MergeRefused:
             return user_pid
         self.remap[other_pid] = into.pk
@@ -459,8 +473,12 @@ class _Resolver:
         # one new user at once): fold our brand-new profile into theirs.
         for key, winner in sorted(lost.items()):
             ours = self.final(wanted[key])
-            if ours == winner or ours not in self.new_profiles:
+            if ours == winner:
                 continue
+            if ours not in self.new_profiles:
+                # An identity we meant to link to an existing profile was created by a
+                # concurrent batch: start over, so load() sees it and join() merges.
+                raise _Retry("identity created concurrently")
             winner_uids = set(
                 Identity.objects.filter(profile_id=winner, kind=IdentityKind.USER_ID).values_list(
                     "value", flat=True
@@ -587,7 +605,7 @@ def _events_insert(rows: Sequence[_Prepared], ctx: IngestContext) -> set[str]:
 
 def _traits_apply(profile: Profile, traits: dict[str, Any], at: datetime) -> bool:
     """Set traits from an identify at `at`: a value set by a newer event is kept."""
-    stamp = at.isoformat()
+    stamp = trait_stamp(at)
     changed = False
     for key, value in traits.items():
         if stamp >= profile.trait_timestamps.get(key, ""):
@@ -691,14 +709,52 @@ def _profiles_write(profiles: Sequence[Profile]) -> None:
         cursor.executemany(sql, adapted)
 
 
-def _profiles_update(stored: Sequence[_Prepared], config: StatsConfig, now: datetime) -> None:
+def _profiles_lock(pids: set[uuid.UUID]) -> dict[uuid.UUID, Profile]:
+    """Lock the batch's profiles (in pk order, before any event insert takes its FK lock)
+    and follow merges that committed meanwhile: returns pid -> live, locked profile.
+
+    FOR NO KEY UPDATE does not conflict with the KEY SHARE that inserting an event takes
+    on its profile, so concurrent batches queue on this lock instead of deadlocking."""
+    live: dict[uuid.UUID, Profile] = {}
+    pending = set(pids)
+    aliases: dict[uuid.UUID, uuid.UUID] = {}
+    while pending:
+        rows = {
+            p.pk: p
+            for p in Profile.objects.select_for_update(no_key=True)
+            .filter(pk__in=pending)
+            .order_by("pk")
+        }
+        missing = pending - rows.keys()
+        if missing:
+            raise _Retry("profile erased concurrently")
+        pending = set()
+        for pk, profile in rows.items():
+            if profile.merged_into_id is None:
+                live[pk] = profile
+            else:
+                aliases[pk] = profile.merged_into_id
+                if profile.merged_into_id not in live:
+                    pending.add(profile.merged_into_id)
+    out = dict(live)
+    for pk, target in aliases.items():
+        while target in aliases:
+            target = aliases[target]
+        out[pk] = live[target]
+    return out
+
+
+def _profiles_update(
+    stored: Sequence[_Prepared],
+    locked: dict[uuid.UUID, Profile],
+    config: StatsConfig,
+    now: datetime,
+) -> None:
     by_profile: dict[uuid.UUID, list[_Prepared]] = defaultdict(list)
     for r in stored:
         assert r.profile_id is not None
         by_profile[r.profile_id].append(r)
-    profiles = list(
-        Profile.objects.select_for_update().filter(pk__in=by_profile.keys()).order_by("pk")
-    )
+    profiles = [locked[pid] for pid in sorted(by_profile, key=str)]
     changed: list[Profile] = []
     for profile in profiles:
         events = sorted(by_profile[profile.pk], key=lambda r: r.timestamp)
@@ -789,12 +845,13 @@ def _store(
         for p in prepared:
             p.profile_id = resolver.resolve(p)
         resolver.persist()
+        locked = _profiles_lock({resolver.final(p.profile_id) for p in prepared if p.profile_id})
         for p in prepared:
             assert p.profile_id is not None
-            p.profile_id = resolver.final(p.profile_id)
+            p.profile_id = locked[resolver.final(p.profile_id)].pk
         inserted_ids = _events_insert(prepared, ctx)
         stored = [p for p in prepared if p.message_id in inserted_ids]
-        _profiles_update(stored, stats_config(), ctx.received_at)
+        _profiles_update(stored, locked, stats_config(), ctx.received_at)
         carried = [
             CarriedConsent(
                 profile_id=p.profile_id,
@@ -819,10 +876,13 @@ def _store(
     return stored
 
 
-def _is_retryable(exc: OperationalError) -> bool:
-    # PostgreSQL deadlock / serialization failure, SQLite "database is locked".
-    code = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
-    return code in {"40P01", "40001"} or "locked" in str(exc)
+def _is_retryable(exc: Exception) -> bool:
+    # A concurrent change, a PostgreSQL deadlock / serialization failure (raised wrapped by
+    # Django or raw by the psycopg cursor), or SQLite's "database is locked".
+    if isinstance(exc, _Retry):
+        return True
+    code = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
+    return code in {"40P01", "40001", "55P03"} or "locked" in str(exc)
 
 
 def events_ingest(
@@ -866,7 +926,7 @@ def events_ingest(
                 dropped = {}
                 stored = _store(prepared, ctx, dropped)
                 break
-            except OperationalError as exc:
+            except (OperationalError, psycopg.OperationalError, _Retry) as exc:
                 if attempt == attempts - 1 or not _is_retryable(exc):
                     raise
                 logger.info("ingest retry after %s", exc)
@@ -875,7 +935,7 @@ def events_ingest(
                     p.profile_id = None
     outcome = IngestResult(
         accepted=len(stored),
-        duplicates=duplicates + len(prepared) - len(stored),
+        duplicates=duplicates + len(prepared) - len(stored) - sum(dropped.values()),
         rejected=rejected,
         profile_ids=sorted({p.profile_id for p in stored if p.profile_id}, key=str),
         dropped=dropped,

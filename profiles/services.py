@@ -18,7 +18,7 @@ from profiles import keys
 from profiles.attributes import event_facts, stats_config, stats_set
 from profiles.models import Event, Identity, IdentityKind, Profile, ProfileMerge, Source
 from profiles.signals import profile_merging
-from profiles.stats import EventFacts, sessions_count, stats_rebuild
+from profiles.stats import STATS_FIELDS, EventFacts, ProfileStats, sessions_count, stats_rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,11 @@ def profile_merge(*, into: Profile, other: Profile, reason: str) -> Profile:
         )
         Profile.objects.filter(merged_into=other).update(merged_into=into)
         other.merged_into = into
-        other.save(update_fields=["merged_into", "updated_at"])
+        # The tombstone keeps nothing that could be counted twice (RFM, reports).
+        stats_set(other, ProfileStats())
+        other.traits, other.trait_timestamps = {}, {}
+        other.rfm_recency = other.rfm_frequency = other.rfm_monetary = None
+        other.save()
         into.save()
         profile_stats_rebuild(profile_ids=[into.pk])
         into.refresh_from_db()
@@ -192,17 +196,26 @@ def profile_sessions_recount(*, profile_id: uuid.UUID) -> int:
 
 
 def profile_stats_rebuild(*, profile_ids: list[uuid.UUID]) -> None:
-    """Recompute computed attributes of these profiles from their raw events."""
+    """Recompute computed attributes of these (live) profiles from their raw events.
+
+    Locks each profile first, so events ingested meanwhile are either counted here or
+    applied after, and writes only the computed fields (never traits or merged_into)."""
     config = stats_config()
-    for profile in Profile.objects.filter(pk__in=profile_ids):
-        rows = (
-            Event.objects.filter(profile_id=profile.pk, is_bot=False)
-            .order_by("timestamp")
-            .values_list(*_FACT_FIELDS)
+    with transaction.atomic():
+        profiles = (
+            Profile.objects.select_for_update(no_key=True)
+            .filter(pk__in=profile_ids, merged_into__isnull=True)
+            .order_by("pk")
         )
-        facts = [f for _, f in _facts_rows(iter(rows.iterator(chunk_size=5000)))]
-        stats_set(profile, stats_rebuild(facts, config))
-        profile.save()
+        for profile in profiles:
+            rows = (
+                Event.objects.filter(profile_id=profile.pk, is_bot=False)
+                .order_by("timestamp")
+                .values_list(*_FACT_FIELDS)
+            )
+            facts = [f for _, f in _facts_rows(iter(rows.iterator(chunk_size=5000)))]
+            stats_set(profile, stats_rebuild(facts, config))
+            profile.save(update_fields=[*STATS_FIELDS, "updated_at"])
 
 
 def profiles_stats_rebuild_all(
@@ -229,21 +242,23 @@ def profiles_stats_rebuild_all(
         qs = Profile.objects.filter(merged_into__isnull=True).order_by("pk")
         if last_id is not None:
             qs = qs.filter(pk__gt=last_id)
-        chunk = list(qs[:chunk_profiles])
-        if not chunk:
-            return done
-        last_id = chunk[-1].pk
-        by_profile: dict[uuid.UUID, list[EventFacts]] = {p.pk: [] for p in chunk}
-        rows = (
-            Event.objects.filter(profile_id__in=by_profile.keys(), is_bot=False)
-            .order_by("profile_id", "timestamp")
-            .values_list(*_FACT_FIELDS)
-        )
-        for pid, facts in _facts_rows(iter(rows.iterator(chunk_size=5000))):
-            by_profile[pid].append(facts)
-        for profile in chunk:
-            stats_set(profile, stats_rebuild(by_profile[profile.pk], config))
         with transaction.atomic():
+            # Lock the chunk before reading its events: an event ingested meanwhile
+            # waits, then updates the rebuilt values incrementally.
+            chunk = list(qs.select_for_update(no_key=True)[:chunk_profiles])
+            if not chunk:
+                return done
+            last_id = chunk[-1].pk
+            by_profile: dict[uuid.UUID, list[EventFacts]] = {p.pk: [] for p in chunk}
+            rows = (
+                Event.objects.filter(profile_id__in=by_profile.keys(), is_bot=False)
+                .order_by("profile_id", "timestamp")
+                .values_list(*_FACT_FIELDS)
+            )
+            for pid, facts in _facts_rows(iter(rows.iterator(chunk_size=5000))):
+                by_profile[pid].append(facts)
+            for profile in chunk:
+                stats_set(profile, stats_rebuild(by_profile[profile.pk], config))
             Profile.objects.bulk_update(chunk, fields, batch_size=500)
         done += len(chunk)
         if progress:

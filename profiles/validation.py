@@ -29,7 +29,8 @@ def _id_to_str(value: Any) -> Any:
 
 Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=255)]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_YEAR = 9000
 
 _CAMEL_HINTS = {
     "userId": "user_id",
@@ -64,10 +65,16 @@ class EventIn(BaseModel):
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         # A timestamp without an offset is taken as UTC, as Segment does.
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        if value is not None and value < _EPOCH:
-            raise ValueError("must be on or after 1970-01-01T00:00:00Z")
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            value = None
+        if value is None or value < EPOCH or value.year >= MAX_YEAR:
+            raise ValueError(f"must be between 1970-01-01 and {MAX_YEAR - 1}-12-31 (UTC)")
         return value
 
     @model_validator(mode="after")

@@ -371,3 +371,97 @@ def test_concurrent_identical_batches_store_each_event_once(source):
     assert sum(r.accepted for r in results) == 50
     assert sum(r.duplicates for r in results) == 150
     assert sum(p.event_count for p in Profile.objects.all()) == 50
+
+
+@pytest.mark.django_db
+class TestReviewRegressions:
+    def test_timestamps_the_database_cannot_hold_are_400_not_stored(self, source):
+        ctx = ctx_for(source)
+        bad = [
+            ev(anonymous_id="a", timestamp="9999-12-31T23:59:59-14:00"),
+            ev(anonymous_id="a", timestamp="1969-12-31T23:59:59Z"),
+            ev(
+                anonymous_id="a",
+                timestamp="1970-01-02T00:00:00+14:00",
+                sent_at="3995-01-01T00:00:00Z",
+            ),
+        ]
+        result = events_ingest(ctx=ctx, payloads=bad)
+        assert result.accepted == 0
+        assert [sorted(r["errors"]) for r in result.rejected] == [
+            ["timestamp"],
+            ["timestamp"],
+            ["sent_at"],
+        ]
+        assert not Profile.objects.exists()
+
+    def test_newest_trait_wins_across_utc_offsets(self, source):
+        ctx = ctx_for(source)
+        events_ingest(
+            ctx=ctx,
+            payloads=[
+                ev(
+                    "identify",
+                    user_id="u",
+                    traits={"plan": "new"},
+                    message_id="1",
+                    timestamp="2026-01-01T06:00:00Z",
+                )
+            ],
+        )
+        # 10:00+05:00 is 05:00Z: older, although its text sorts later
+        events_ingest(
+            ctx=ctx,
+            payloads=[
+                ev(
+                    "identify",
+                    user_id="u",
+                    traits={"plan": "old"},
+                    message_id="2",
+                    timestamp="2026-01-01T10:00:00+05:00",
+                )
+            ],
+        )
+        assert profile_of("user_id", "u").traits["plan"] == "new"
+
+    def test_unverified_browser_cannot_claim_an_email(self, verified_source):
+        events_ingest(
+            ctx=ctx_for(verified_source, trusted=False),
+            payloads=[
+                ev("identify", anonymous_id="attacker", traits={"email": "victim@example.com"})
+            ],
+        )
+        assert not Identity.objects.filter(kind="email").exists()
+
+    def test_lock_follows_a_merge_committed_after_lookup(self, source):
+        # given P was merged into Q after a batch looked P up
+        from profiles.ingestion import _profiles_lock
+        from profiles.services import profile_merge
+
+        ctx = ctx_for(source)
+        events_ingest(ctx=ctx, payloads=[ev(user_id="q", message_id="1")])
+        events_ingest(ctx=ctx, payloads=[ev(anonymous_id="p", message_id="2")])
+        q, p = profile_of("user_id", "q"), profile_of("anonymous_id", "p")
+        profile_merge(into=q, other=p, reason="test")
+        # when the batch locks its profiles
+        locked = _profiles_lock({p.pk})
+        # then the event goes to the live profile, not the tombstone
+        assert locked[p.pk].pk == q.pk
+
+    def test_merged_tombstone_keeps_no_stats(self, source):
+        ctx = ctx_for(source)
+        events_ingest(ctx=ctx, payloads=[ev(user_id="q", message_id="1")])
+        events_ingest(
+            ctx=ctx,
+            payloads=[
+                ev(anonymous_id="p", event="purchase", properties={"revenue": 5}, message_id="2")
+            ],
+        )
+        tomb = profile_of("anonymous_id", "p")
+        events_ingest(
+            ctx=ctx, payloads=[ev("identify", user_id="q", anonymous_id="p", message_id="3")]
+        )
+        tomb.refresh_from_db()
+        assert tomb.merged_into_id is not None
+        assert (tomb.event_count, tomb.purchase_count, tomb.revenue) == (0, 0, Decimal("0"))
+        assert profile_of("user_id", "q").purchase_count == 1
