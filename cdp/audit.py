@@ -3,6 +3,7 @@ counts, never personal data: the audit log outlives erasure."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -26,7 +27,7 @@ def audit_record(
     actor: str,
     action: str,
     object_type: str = "",
-    object_id: str | int = "",
+    object_id: str | int | uuid.UUID = "",
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one audit entry (e.g. action="privacy.erasure.completed")."""

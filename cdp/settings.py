@@ -116,6 +116,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "profiles-rfm-scores": {"task": "profiles.tasks.rfm_scores_compute", "schedule": 3600.0},
+    "privacy-exports-expire": {"task": "consent.tasks.privacy_exports_expire", "schedule": 3600.0},
 }
 
 # --- Security switches (production turns DEBUG off and these on by default) ---------------
@@ -229,6 +230,13 @@ CDP = {
     # keyed hashes ("hmac:<hex>"), and as hashed identities for lookups.
     "RAW_PII": env.bool("CDP_RAW_PII", default=False),
     "PII_TRAITS": ("email", "phone"),
+    # Strict GDPR deployments: every purpose is opt-in, whatever its own default says.
+    "CONSENT_ALL_OPT_IN": env.bool("CDP_CONSENT_ALL_OPT_IN", default=False),
+    "PRIVACY_DUE_DAYS": env.int("CDP_PRIVACY_DUE_DAYS", default=30),
+    "PRIVACY_EXPORT_RETENTION_DAYS": env.int("CDP_PRIVACY_EXPORT_RETENTION_DAYS", default=7),
+    "PRIVACY_EXPORT_DIR": env.str(
+        "CDP_PRIVACY_EXPORT_DIR", default=str(BASE_DIR / "var" / "privacy-exports")
+    ),
     "MAX_EVENT_BYTES": 32 * 1024,
     "MAX_BATCH_BYTES": 500 * 1024,
     "MAX_BATCH_EVENTS": 500,

@@ -6,12 +6,30 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cdp.errors import json_404, json_500
 from cdp.health import HealthzApi, ReadyzApi
+from consent.api import (
+    ConsentApi,
+    PrivacyRequestDetailApi,
+    PrivacyRequestExportApi,
+    PrivacyRequestsApi,
+)
 from profiles.api import EventsApi, ProfileDetailApi, ProfileLookupApi
 
 api_v1 = [
     path("events", EventsApi.as_view(), name="events"),
     path("profiles", ProfileLookupApi.as_view(), name="profile-lookup"),
     path("profiles/<uuid:profile_id>", ProfileDetailApi.as_view(), name="profile-detail"),
+    path("consent", ConsentApi.as_view(), name="consent"),
+    path("privacy/requests", PrivacyRequestsApi.as_view(), name="privacy-requests"),
+    path(
+        "privacy/requests/<uuid:request_id>",
+        PrivacyRequestDetailApi.as_view(),
+        name="privacy-request-detail",
+    ),
+    path(
+        "privacy/requests/<uuid:request_id>/export",
+        PrivacyRequestExportApi.as_view(),
+        name="privacy-request-export",
+    ),
 ]
 
 urlpatterns = [

@@ -6,4 +6,4 @@ class ConsentConfig(AppConfig):
     verbose_name = "Consent and privacy"
 
     def ready(self) -> None:
-        pass
+        from consent import receivers  # noqa: F401  (hooks, merge receiver, privacy handlers)

@@ -16,6 +16,8 @@ from django.utils.safestring import SafeString
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from cdp.admin import AuditedAdminMixin
+from cdp.audit import actor_of, audit_record
 from profiles import selectors, services
 from profiles.ingestion import schemas_invalidate
 from profiles.models import Event, EventSchema, Identity, Profile, ProfileMerge, Source
@@ -53,7 +55,7 @@ class SourceForm(forms.ModelForm):
 
 
 @admin.register(Source)
-class SourceAdmin(admin.ModelAdmin):
+class SourceAdmin(AuditedAdminMixin, admin.ModelAdmin):
     form = SourceForm
     list_display = [
         "name",
@@ -86,6 +88,12 @@ class SourceAdmin(admin.ModelAdmin):
     def rotate_keys(self, request: HttpRequest, queryset: QuerySet[Source]) -> None:
         for source in queryset:
             _show_keys(request, services.source_keys_rotate(source=source))
+            audit_record(
+                actor=actor_of(request.user),
+                action="source.keys_rotated",
+                object_type="profiles.source",
+                object_id=source.pk,
+            )
         selectors.source_key_cache_clear()
 
 

@@ -37,6 +37,10 @@ IngestOutput = inline_serializer(
     {
         "accepted": serializers.IntegerField(),
         "duplicates": serializers.IntegerField(),
+        "dropped": serializers.IntegerField(
+            help_text="Valid events not stored on purpose: the visitor has not consented to "
+            "tracking, or the identity was erased."
+        ),
         "rejected": inline_serializer(
             "RejectedEvent",
             {"index": serializers.IntegerField(), "errors": serializers.DictField()},
@@ -48,7 +52,7 @@ IngestOutput = inline_serializer(
 CONSOLE_SOURCE_SLUG = "console"
 
 
-def _console_source() -> Source:
+def console_source() -> Source:
     """Staff sessions send through a built-in source, so dedup stays per source."""
     source = Source.objects.filter(slug=CONSOLE_SOURCE_SLUG).first()
     if source is None:
@@ -112,7 +116,7 @@ class EventsApi(APIView):
             )
             trusted = cred.is_secret
         else:
-            console = _console_source()
+            console = console_source()
             source_id, secret, verify, trusted = console.pk, console.identity_secret, False, True
         browser_ua = request.headers.get("User-Agent") if request.headers.get("Origin") else None
         ctx = IngestContext(
@@ -128,8 +132,9 @@ class EventsApi(APIView):
             "accepted": result.accepted,
             "duplicates": result.duplicates,
             "rejected": result.rejected,
+            "dropped": sum(result.dropped.values()),
         }
-        if result.accepted == 0 and result.duplicates == 0:
+        if result.accepted == 0 and result.duplicates == 0 and not result.dropped:
             if len(payloads) == 1:
                 errors = result.rejected[0]["errors"]
                 first = next(iter(errors.items()))

@@ -943,3 +943,73 @@ def events_ingest(
     for reason, count in dropped.items():
         events_dropped.labels(reason=reason).inc(count)
     return outcome
+
+
+# --- One visitor, outside an event (consent calls) ----------------------------------
+
+
+class IdentityErased(Exception):
+    """The identity belonged to a person who was erased."""
+
+
+def visitor_profile(
+    *,
+    ctx: IngestContext,
+    anonymous_id: str | None,
+    user_id: str | None,
+    user_hash: str | None,
+    create: bool,
+) -> Profile | None:
+    """The profile of the visitor a call names, with the same identity rules (and
+    verification) as events; creates it when `create`. Raises ValidationFailed for an
+    unverifiable user_id and IdentityErased for an erased identity."""
+    from cdp.errors import ValidationFailed
+
+    resolve_uid = user_id
+    if user_id is not None and not ctx.trusted and ctx.require_identity_verification:
+        if user_hash is None:
+            if anonymous_id is None:
+                raise ValidationFailed(
+                    "user_hash: required: this source verifies user_id with user_hash",
+                    details={"user_hash": ["required"]},
+                )
+            resolve_uid = None
+        elif not keys.user_hash_valid(ctx.identity_secret, user_id, user_hash):
+            raise ValidationFailed(
+                "user_hash: does not match user_id",
+                details={"user_hash": ["does not match user_id"]},
+            )
+    p = _Prepared(
+        index=0,
+        message_id="",
+        type="identify",
+        event="",
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        resolve_user_id=resolve_uid,
+        previous_id=None,
+        timestamp=ctx.received_at,
+        original_timestamp=None,
+        sent_at=None,
+        properties={},
+        traits={},
+        context={},
+        is_bot=False,
+        warnings=None,
+        email_hash=None,
+    )
+    keys_ = set(p.identity_keys())
+    if not keys_:
+        return None
+    with transaction.atomic():
+        resolver = _Resolver(ctx.source_id)
+        resolver.load(keys_)
+        if _tombstoned({k for k in keys_ if k not in resolver.ids}):
+            raise IdentityErased()
+        if not create:
+            found = [resolver.lookup(k) for k in p.identity_keys()]
+            pid = next((f for f in found if f is not None), None)  # user_id first
+            return Profile.objects.filter(pk=pid).first() if pid else None
+        pid = resolver.resolve(p)
+        resolver.persist()
+        return _profiles_lock({resolver.final(pid)})[resolver.final(pid)]

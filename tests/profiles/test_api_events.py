@@ -247,7 +247,7 @@ def test_replayed_batch_adds_no_rows(write_client):
     # Given a batch that was accepted once
     batch = [track(message_id=f"m{i}") for i in range(5)]
     first = send(write_client, {"batch": batch})
-    assert first.json() == {"accepted": 5, "duplicates": 0, "rejected": []}
+    assert first.json() == {"accepted": 5, "duplicates": 0, "rejected": [], "dropped": 0}
     profile_events = Profile.objects.get().event_count
 
     # When it is sent again (a retry after a timeout)
@@ -255,7 +255,7 @@ def test_replayed_batch_adds_no_rows(write_client):
 
     # Then everything is a duplicate and no row or count is added
     assert second.status_code == 202, second.content
-    assert second.json() == {"accepted": 0, "duplicates": 5, "rejected": []}
+    assert second.json() == {"accepted": 0, "duplicates": 5, "rejected": [], "dropped": 0}
     assert Event.objects.count() == 5
     assert Profile.objects.get().event_count == profile_events == 5
 
@@ -265,7 +265,7 @@ def test_same_message_id_twice_in_one_batch_counts_one_duplicate(write_client):
 
     response = send(write_client, {"batch": batch})
 
-    assert response.json() == {"accepted": 2, "duplicates": 1, "rejected": []}
+    assert response.json() == {"accepted": 2, "duplicates": 1, "rejected": [], "dropped": 0}
     assert Event.objects.count() == 2
 
 

@@ -7,7 +7,7 @@ def test_single_event_is_stored(write_client):
         write_client, {"type": "track", "event": "add_to_cart", "anonymous_id": "a1"}
     )
     assert resp.status_code == 202, resp.json()
-    assert resp.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert resp.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "dropped": 0}
     assert Event.objects.count() == 1
     p = Profile.objects.get()
     assert p.event_count == 1
