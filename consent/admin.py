@@ -8,7 +8,8 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -103,7 +104,7 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
     actions = ["verify_and_process", "reject"]
     ordering = ["status", "due_at"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["type", "subject_kind", "subject_value"]
         return ["type", "subject_kind", *self.readonly_fields]
@@ -169,7 +170,7 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
         ]
         return extra + super().get_urls()
 
-    def export_view(self, request: HttpRequest, request_id: uuid.UUID) -> HttpResponse:
+    def export_view(self, request: HttpRequest, request_id: uuid.UUID) -> HttpResponseBase:
         dsr = DataSubjectRequest.objects.filter(pk=request_id).first()
         if dsr is None or not self.has_view_permission(request, dsr):
             raise Http404
