@@ -64,7 +64,7 @@ def _consent_erase(person: Person) -> int:
 
 
 def _requests_export(person: Person) -> Iterator[dict[str, Any]]:
-    hashes = {services._subject_hash(k, v) for k, v in person.identities}
+    hashes = {services.subject_hash(k, v) for k, v in person.identities}
     for dsr in DataSubjectRequest.objects.filter(subject_hash__in=hashes).order_by("received_at"):
         yield {
             "id": str(dsr.pk),

@@ -119,8 +119,19 @@ def consent_evidence(*, ip: str | None, user_agent: str | None, via: str) -> dic
 # --- Data subject requests ----------------------------------------------------------
 
 
-def _subject_hash(kind: str, value: str) -> str:
-    return keys.pii_hash(settings.CDP["PII_HASH_KEY"], f"{kind}:{value}")
+def stored_identity_value(kind: str, value: str) -> str:
+    """An identifier as the Identity table stores it (emails and phones as keyed hashes)."""
+    pii_key = settings.CDP["PII_HASH_KEY"]
+    if kind == IdentityKind.EMAIL:
+        return keys.pii_hash(pii_key, value)
+    if kind == IdentityKind.PHONE:
+        return keys.phone_hash(pii_key, value)
+    return value
+
+
+def subject_hash(kind: str, stored_value: str) -> str:
+    """Keyed hash of an identity as stored: what a request keeps after its subject is erased."""
+    return keys.pii_hash(settings.CDP["PII_HASH_KEY"], f"{kind}:{stored_value}")
 
 
 def _history(dsr: DataSubjectRequest, actor: str, action: str) -> None:
@@ -145,7 +156,7 @@ def privacy_request_create(
         type=type,
         subject_kind=subject_kind,
         subject_value=subject_value,
-        subject_hash=_subject_hash(subject_kind, subject_value),
+        subject_hash=subject_hash(subject_kind, stored_identity_value(subject_kind, subject_value)),
         received_at=now,
         due_at=now + timedelta(days=settings.CDP["PRIVACY_DUE_DAYS"]),
         created_by=actor,
@@ -219,13 +230,7 @@ def privacy_request_reject(
 def person_find(*, kind: str, value: str) -> Person | None:
     """The person an identifier belongs to: their live profile, every profile merged
     into it, and all their identities."""
-    pii_key = settings.CDP["PII_HASH_KEY"]
-    stored = value
-    if kind == IdentityKind.EMAIL:
-        stored = keys.pii_hash(pii_key, value)
-    elif kind == IdentityKind.PHONE:
-        stored = keys.phone_hash(pii_key, value)
-    identity = Identity.objects.filter(kind=kind, value=stored).first()
+    identity = Identity.objects.filter(kind=kind, value=stored_identity_value(kind, value)).first()
     if identity is None:
         return None
     live = identity.profile_id
@@ -297,6 +302,8 @@ def _erase(person: Person) -> dict[str, int]:
             ignore_conflicts=True,
         )
         keys_ = list(_cache_keys(person))
+        # Now, and again after commit: a reader may refill an entry while we run.
+        cache.delete_many(keys_)
         transaction.on_commit(lambda: cache.delete_many(keys_))
     return counts
 
@@ -373,23 +380,12 @@ def privacy_exports_expire(*, now: datetime | None = None) -> int:
 
 def requests_erase(person: Person) -> int:
     """Privacy requests about the erased person: scrub identifiers, delete their files."""
-    pii_key = settings.CDP["PII_HASH_KEY"]
-    hashes = set()
-    for kind, value in person.identities:
-        if kind in (IdentityKind.USER_ID, IdentityKind.ANONYMOUS_ID):
-            hashes.add(_subject_hash(kind, value))
-    emails_phones = {
-        v for k, v in person.identities if k in (IdentityKind.EMAIL, IdentityKind.PHONE)
-    }
+    hashes = {subject_hash(kind, value) for kind, value in person.identities}
     n = 0
-    for dsr in DataSubjectRequest.objects.filter(~Q(subject_value="") | ~Q(export_file="")):
-        mine = dsr.subject_hash in hashes
-        if not mine and dsr.subject_kind == SubjectKind.EMAIL:
-            mine = keys.pii_hash(pii_key, dsr.subject_value) in emails_phones
-        if not mine and dsr.subject_kind == SubjectKind.PHONE:
-            mine = keys.phone_hash(pii_key, dsr.subject_value) in emails_phones
-        if not mine:
-            continue
+    mine = DataSubjectRequest.objects.filter(subject_hash__in=hashes).filter(
+        ~Q(subject_value="") | ~Q(export_file="")
+    )
+    for dsr in mine:
         if dsr.export_file:
             (_export_dir() / dsr.export_file).unlink(missing_ok=True)
         DataSubjectRequest.objects.filter(pk=dsr.pk).update(subject_value="", export_file="")

@@ -109,6 +109,23 @@ def _merges_erase(person: Person) -> int:
     return ProfileMerge.objects.filter(q).delete()[0]
 
 
+def profile_cache_key(profile_id: object) -> str:
+    """The cache key convention for data about one profile (later apps use these, so
+    erasure finds them): "cdp:profile:<id>" and "cdp:identity:<kind>:<value>"."""
+    return f"cdp:profile:{profile_id}"
+
+
+def identity_cache_key(kind: str, value: str) -> str:
+    return f"cdp:identity:{kind}:{value}"
+
+
+def _cache_keys(person: Person) -> Iterator[str]:
+    for pid in person.profile_ids:
+        yield profile_cache_key(pid)
+    for kind, value in person.identities:
+        yield identity_cache_key(kind, value)
+
+
 def register() -> None:
     privacy_handler_register(
         PrivacyHandler("events", (Event,), _events_export, _events_erase, order=800)
@@ -126,6 +143,7 @@ def register() -> None:
             _profiles_export,
             _profiles_erase,
             order=1000,
+            cache_keys=_cache_keys,
             # Holds only keyed hashes of erased identities, by design (the tombstone).
             also_covers=(ErasedIdentity,),
         )

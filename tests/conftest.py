@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from profiles.ingestion import schemas_invalidate, user_agent_is_bot
@@ -16,6 +17,7 @@ from profiles.services import SourceKeys, source_create
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
+    cache.clear()
     source_key_cache_clear()
     schemas_invalidate()
     yield
@@ -81,6 +83,38 @@ def superuser_client(db: Any) -> APIClient:
 def user_client(db: Any) -> APIClient:
     """A logged-in user who is not staff: no API access through the session."""
     user = get_user_model().objects.create_user("shopper", password="pw-shopper-123")
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def privacy_export_dir(tmp_path: Any, settings: Any) -> Any:
+    """Access export bundles go to a fresh folder for the test."""
+    folder = tmp_path / "privacy-exports"
+    settings.CDP = {**settings.CDP, "PRIVACY_EXPORT_DIR": str(folder)}
+    return folder
+
+
+@pytest.fixture
+def celery_eager(settings: Any) -> Iterator[None]:
+    """Tasks run in-process when queued (also where REDIS_URL makes them go to a broker)."""
+    from cdp.celery import app
+
+    before = app.conf.task_always_eager
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+@pytest.fixture
+def compliance_client(db: Any) -> APIClient:
+    """A logged-in staff member of the "Compliance" group (created by a migration)."""
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user("officer", password="pw-officer-123", is_staff=True)
+    user.groups.add(Group.objects.get(name="Compliance"))
     client = APIClient()
     client.force_login(user)
     return client
