@@ -3,6 +3,7 @@ export files for the person's identifiers, not by trusting the handlers."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _database_text() -> str:
     chunks: list[str] = []
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names():
-            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 (table names from introspection)
+            cursor.execute(f'SELECT * FROM "{table}"')
             chunks.extend(repr(row) for row in cursor.fetchall())
     return "\n".join(chunks).lower()
 
@@ -51,10 +52,8 @@ def _cache_text() -> str:
             if kind == b"string":
                 value = client.get(key)
                 parts.append(repr(value))
-                try:
-                    parts.append(repr(pickle.loads(value)))  # noqa: S301 (our own cache)
-                except Exception:  # raw ints etc.
-                    pass
+                with contextlib.suppress(Exception):  # raw ints are not pickled
+                    parts.append(repr(pickle.loads(value)))
             elif kind == b"list":
                 parts.append(repr(client.lrange(key, 0, -1)))
             elif kind == b"set":
@@ -65,7 +64,7 @@ def _cache_text() -> str:
                 parts.append(repr(client.hgetall(key)))
         return "\n".join(parts).lower()
     store = cache._cache  # type: ignore[attr-defined]
-    return "\n".join(repr(k) + repr(pickle.loads(v)) for k, v in store.items()).lower()  # noqa: S301
+    return "\n".join(repr(k) + repr(pickle.loads(v)) for k, v in store.items()).lower()
 
 
 def _files_text() -> str:
