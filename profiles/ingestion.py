@@ -929,7 +929,9 @@ def events_ingest(
             except (OperationalError, psycopg.OperationalError, _Retry) as exc:
                 if attempt == attempts - 1 or not _is_retryable(exc):
                     raise
-                logger.info("ingest retry after %s", exc)
+                # Type and SQLSTATE only: database messages can quote row values.
+                code = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
+                logger.info("ingest retry %d after %s (%s)", attempt + 1, type(exc).__name__, code)
                 time.sleep(min(0.2, 0.01 * (attempt + 1)))
                 for p in prepared:
                     p.profile_id = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ class SourceCredential:
         return self.kind == "secret"
 
 
-_KEY_CACHE: dict[str, tuple[float, SourceCredential | None]] = {}
+_KEY_CACHE: OrderedDict[str, tuple[float, SourceCredential | None]] = OrderedDict()
 _KEY_CACHE_MAX = 10_000
 
 
@@ -43,6 +44,7 @@ def source_credential(*, raw_key: str) -> SourceCredential | None:
     now = time.monotonic()
     hit = _KEY_CACHE.get(digest)
     if hit is not None and hit[0] > now:
+        _KEY_CACHE.move_to_end(digest)
         return hit[1]
     cred: SourceCredential | None = None
     if raw_key.startswith(keys.WRITE_PREFIX):
@@ -63,9 +65,11 @@ def source_credential(*, raw_key: str) -> SourceCredential | None:
             require_identity_verification=source.require_identity_verification,
             identity_secret=source.identity_secret,
         )
-    if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
-        _KEY_CACHE.clear()
+    # Bounded LRU: a spray of made-up keys evicts only the least recently used entries.
     _KEY_CACHE[digest] = (now + settings.CDP["SOURCE_KEY_CACHE_SECONDS"], cred)
+    _KEY_CACHE.move_to_end(digest)
+    while len(_KEY_CACHE) > _KEY_CACHE_MAX:
+        _KEY_CACHE.popitem(last=False)
     return cred
 
 

@@ -133,11 +133,9 @@ def profile_merge(*, into: Profile, other: Profile, reason: str) -> Profile:
             raise MergeRefused("one of the profiles was merged already; retry with the live one")
         mine, theirs = _user_ids(into.pk), _user_ids(other.pk)
         if mine and theirs and mine != theirs:
+            # Profile ids only: logs never carry identifiers.
             logger.warning(
-                "merge refused: profiles %s and %s each own a different user_id (%s)",
-                into.pk,
-                other.pk,
-                reason,
+                "merge refused: profiles %s and %s own different user ids", into.pk, other.pk
             )
             raise MergeRefused(
                 "both profiles belong to different identified users; they are never merged",
