@@ -36,8 +36,7 @@ def _validate_carried(payload: Any) -> dict[str, list[str]] | None:
 
 consent_hooks_set(
     ConsentHooks(
-        tracking_allowed=lambda pids: selectors.gate_allowed(gate=Gate.TRACKING, profile_ids=pids),
-        tracking_default=lambda: selectors.gate_default(gate=Gate.TRACKING),
+        tracking=lambda pids: selectors.gate_decisions(gate=Gate.TRACKING, profile_ids=pids),
         tracking_in=lambda purposes: selectors.gate_in(gate=Gate.TRACKING, purposes=purposes),
         validate_carried=_validate_carried,
         record_carried=services.consent_carried_record,

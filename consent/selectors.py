@@ -84,11 +84,13 @@ def consent_allows(*, profile_id: uuid.UUID | None, purpose: str) -> bool:
     return bool(state and state.granted)
 
 
-def gate_allowed(*, gate: str, profile_ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
-    """Per profile: are all purposes that gate this processing granted?"""
-    purposes = [p for p in purposes_all() if p.gates == gate]
-    if not purposes:
-        return dict.fromkeys(profile_ids, True)
+def gate_decisions(*, gate: str, profile_ids: set[uuid.UUID]) -> tuple[dict[uuid.UUID, bool], bool]:
+    """Per profile, are all purposes that gate this processing granted; and the decision
+    for someone with no history. Two queries at most, read fresh every time."""
+    purposes = [p for p in Purpose.objects.filter(gates=gate)]
+    default = all(purpose_default_granted(p) for p in purposes)
+    if not purposes or not profile_ids:
+        return dict.fromkeys(profile_ids, default), default
     records = _current_records(profile_ids, [p.pk for p in purposes], timezone.now())
     out: dict[uuid.UUID, bool] = {}
     for pid in profile_ids:
@@ -96,7 +98,12 @@ def gate_allowed(*, gate: str, profile_ids: set[uuid.UUID]) -> dict[uuid.UUID, b
             records[(pid, p.pk)].granted if (pid, p.pk) in records else purpose_default_granted(p)
             for p in purposes
         )
-    return out
+    return out, default
+
+
+def gate_allowed(*, gate: str, profile_ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
+    """Per profile: are all purposes that gate this processing granted?"""
+    return gate_decisions(gate=gate, profile_ids=profile_ids)[0]
 
 
 def gate_default(*, gate: str) -> bool:

@@ -26,10 +26,9 @@ class CarriedConsent:
 
 @dataclass(frozen=True)
 class ConsentHooks:
-    # For existing profiles: may their events be stored (the tracking purpose)?
-    tracking_allowed: Callable[[set[uuid.UUID]], dict[uuid.UUID, bool]]
-    # For visitors without a profile or a decision yet.
-    tracking_default: Callable[[], bool]
+    # May events be stored (the tracking purpose)? Per existing profile, and the
+    # decision for visitors without a profile or a choice yet.
+    tracking: Callable[[set[uuid.UUID]], tuple[dict[uuid.UUID, bool], bool]]
     # The tracking decision consent carried by an event implies (None: it does not say).
     tracking_in: Callable[[dict[str, bool]], bool | None]
     # Problems with an event's context.consent, by field, or None.

@@ -802,8 +802,7 @@ def _gate(
     erased = _tombstoned(unknown)
     hooks = ingest_hooks.consent_hooks
     existing = {pid for pid in resolver.ids.values()}
-    allowed = hooks.tracking_allowed(existing) if hooks and existing else {}
-    default = hooks.tracking_default() if hooks else True
+    allowed, default = hooks.tracking(existing) if hooks else ({}, True)
     decided: dict[Key, bool] = {}  # consent carried by earlier events of this batch
     kept: list[_Prepared] = []
     for p in prepared:
