@@ -41,7 +41,8 @@ class VisitorSerializer(serializers.Serializer):
 
 
 class ConsentInput(VisitorSerializer):
-    purposes = serializers.DictField(child=serializers.BooleanField())
+    # Not BooleanField: it would turn 1, "true" or "on" into a grant. Only JSON true/false.
+    purposes = serializers.DictField(child=serializers.JSONField())
     policy_version = serializers.CharField(max_length=100)
     expires_at = serializers.DateTimeField(required=False)
 

@@ -810,10 +810,11 @@ def _gate(
         if any(k in erased for k in ids):
             dropped["erased"] = dropped.get("erased", 0) + 1
             continue
-        carried = hooks.tracking_in(p.consent.get("purposes", {})) if hooks and p.consent else None
-        if carried is not None:
-            decided.update((k, carried) for k in ids)
-            kept.append(p)
+        if hooks and p.consent:
+            carried = hooks.tracking_in(p.consent.get("purposes", {}))
+            if carried is not None:
+                decided.update((k, carried) for k in ids)
+            kept.append(p)  # it carries a consent choice: stored as its proof
             continue
         state = next((decided[k] for k in ids if k in decided), None)
         if state is None:

@@ -5,25 +5,33 @@ Adding an endpoint is one line in ENDPOINTS.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from consent import services as consent_services
+from consent.models import DataSubjectRequest, RequestStatus, RequestType, SubjectKind
 from profiles.models import Identity, IdentityKind, Profile
 from profiles.selectors import source_key_cache_clear
 from profiles.services import SourceKeys
 
 PUBLIC, WRITE, SECRET = "public", "write", "secret"
 KNOWN_USER_ID = "u-matrix"
+KNOWN_REQUEST_ID = uuid.UUID("00000000-0000-4000-8000-00000000a11c")
 
 
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # may name {profile_id} and {user_id}: a profile the test creates
+    # may name {profile_id} and {user_id}: a profile the test creates, and {request_id}:
+    # a completed access request about it, with its export bundle
+    path: str
     access: str  # PUBLIC (no key needed), WRITE (write key or better), SECRET
     ok: int = 200
     body: dict[str, Any] | None = None
@@ -45,6 +53,23 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/api/v1/profiles?user_id={user_id}", SECRET),
     Endpoint("GET", "/api/v1/profiles/{profile_id}", SECRET),
+    Endpoint(
+        "POST",
+        "/api/v1/consent",
+        WRITE,
+        ok=201,
+        body={"anonymous_id": "a-matrix", "purposes": {"analytics": True}, "policy_version": "v1"},
+    ),
+    Endpoint("GET", "/api/v1/consent?anonymous_id=a-matrix", WRITE),
+    Endpoint(
+        "POST",
+        "/api/v1/privacy/requests",
+        SECRET,
+        ok=202,
+        body={"type": "access", "user_id": KNOWN_USER_ID},
+    ),
+    Endpoint("GET", "/api/v1/privacy/requests/{request_id}", SECRET),
+    Endpoint("GET", "/api/v1/privacy/requests/{request_id}/export", SECRET),
     Endpoint("GET", "/healthz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/readyz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/api/schema/?format=json", PUBLIC, refuses_wrong_key=False),
@@ -56,18 +81,34 @@ protected_ids = [str(e) for e in PROTECTED]
 
 
 @pytest.fixture
-def known_profile(db: Any) -> Profile:
+def known_profile(db: Any, privacy_export_dir: Any) -> Profile:
     profile = Profile.objects.create()
     Identity.objects.create(kind=IdentityKind.USER_ID, value=KNOWN_USER_ID, profile=profile)
+    # … and a verified access request about them, processed: its export bundle exists
+    now = timezone.now()
+    DataSubjectRequest.objects.create(
+        id=KNOWN_REQUEST_ID,
+        type=RequestType.ACCESS,
+        status=RequestStatus.VERIFIED,
+        subject_kind=SubjectKind.USER_ID,
+        subject_value=KNOWN_USER_ID,
+        subject_hash="matrix",
+        received_at=now,
+        due_at=now + timedelta(days=30),
+        created_by="system",
+    )
+    consent_services.privacy_request_process(request_id=KNOWN_REQUEST_ID)
     return profile
 
 
 def call(client: APIClient, ep: Endpoint, profile: Profile, **headers: Any) -> Any:
-    path = ep.path.format(profile_id=profile.pk, user_id=KNOWN_USER_ID)
+    path = ep.path.format(profile_id=profile.pk, user_id=KNOWN_USER_ID, request_id=KNOWN_REQUEST_ID)
     if ep.method == "POST":
         response = client.post(path, ep.body, format="json", **headers)
     else:
         response = client.get(path, **headers)
+    if response.streaming:  # a file download: read it (the test client then closes it)
+        b"".join(response.streaming_content)  # type: ignore[attr-defined]
     assert response.status_code < 500, response.content
     return response
 
