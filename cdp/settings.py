@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "cdp",
     "profiles",
     "consent",
+    "segments",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,315 @@
+"""Writes: segment definitions (validated, cycle-free, audited), batch recompute with an
+atomic membership swap, and real-time refresh of single profiles."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from cdp.audit import audit_record
+from cdp.errors import ValidationFailed
+from segments.compiler import compile_condition
+from segments.conditions import ConditionError, evaluate, referenced_segments, validate
+from segments.conditions.language import event_names, max_window, uses
+from segments.models import Membership, RefreshPolicy, Segment, SegmentSize
+from segments.selectors import profile_facts
+
+logger = logging.getLogger(__name__)
+
+
+# --- Definitions ------------------------------------------------------------------------
+
+
+def condition_check(condition: Any, *, slug: str | None = None) -> Any:
+    """Validate a segment condition: node errors, unknown segments and cycles, each
+    reported as ValidationFailed naming the node."""
+    try:
+        validate(condition)
+    except ConditionError as exc:
+        raise ValidationFailed(
+            f"condition: {exc}", details={"condition": {"path": exc.path, "reason": exc.reason}}
+        ) from exc
+    refs = referenced_segments(condition)
+    known = dict(Segment.objects.values_list("slug", "condition"))
+    missing = sorted(r for r in refs if r not in known and r != slug)
+    if missing:
+        raise ValidationFailed(
+            f"condition: unknown segment(s) {', '.join(missing)}",
+            details={
+                "condition": {
+                    "path": "segment",
+                    "reason": f"unknown segment(s): {', '.join(missing)}",
+                }
+            },
+        )
+    if slug is not None:
+        graph = {s: referenced_segments(c) for s, c in known.items()}
+        graph[slug] = refs
+        cycle = _find_cycle(graph, slug)
+        if cycle:
+            raise ValidationFailed(
+                f"condition: segments would refer to each other in a cycle: {' -> '.join(cycle)}",
+                details={
+                    "condition": {"path": "segment", "reason": "cycle: " + " -> ".join(cycle)}
+                },
+            )
+    return condition
+
+
+def _find_cycle(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    while stack:
+        node, path = stack.pop()
+        for nxt in graph.get(node, set()):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in path:
+                stack.append((nxt, [*path, nxt]))
+    return None
+
+
+def dependency_order(segments: Iterable[Segment]) -> list[Segment]:
+    """Referenced segments first; inside an exclusive group, higher priority first."""
+    by_slug = {s.slug: s for s in segments}
+    done: list[Segment] = []
+    seen: set[str] = set()
+
+    def visit(s: Segment) -> None:
+        if s.slug in seen:
+            return
+        seen.add(s.slug)
+        for ref in sorted(referenced_segments(s.condition)):
+            if ref in by_slug:
+                visit(by_slug[ref])
+        done.append(s)
+
+    for s in sorted(by_slug.values(), key=lambda s: (-s.priority, s.pk or 0)):
+        visit(s)
+    return done
+
+
+def segment_save(*, segment: Segment, actor: str) -> Segment:
+    """Create or update a segment after validating its condition (audited)."""
+    condition_check(segment.condition, slug=segment.slug)
+    created = segment.pk is None
+    segment.save()
+    audit_record(
+        actor=actor,
+        action=f"segment.{'created' if created else 'updated'}",
+        object_type="segments.segment",
+        object_id=segment.pk,
+        details={"slug": segment.slug},
+    )
+    return segment
+
+
+def segment_delete(*, segment: Segment, actor: str) -> None:
+    users = [
+        s.slug
+        for s in Segment.objects.exclude(pk=segment.pk)
+        if segment.slug in referenced_segments(s.condition)
+    ]
+    if users:
+        raise ValidationFailed(
+            f"segment {segment.slug} is used by {', '.join(users)}",
+            details={"segment": [f"used by {', '.join(users)}"]},
+        )
+    pk = segment.pk
+    segment.delete()
+    audit_record(
+        actor=actor,
+        action="segment.deleted",
+        object_type="segments.segment",
+        object_id=pk,
+        details={"slug": segment.slug},
+    )
+
+
+# --- Batch recompute --------------------------------------------------------------------
+
+
+def _higher_in_group(segment: Segment) -> list[int]:
+    if not segment.exclusive_group:
+        return []
+    return list(
+        Segment.objects.filter(exclusive_group=segment.exclusive_group, active=True)
+        .exclude(pk=segment.pk)
+        .filter(priority__gt=segment.priority)
+        .values_list("pk", flat=True)
+    ) + list(
+        Segment.objects.filter(
+            exclusive_group=segment.exclusive_group,
+            active=True,
+            priority=segment.priority,
+            pk__lt=segment.pk,
+        ).values_list("pk", flat=True)
+    )
+
+
+def segment_recompute(*, segment: Segment, now: datetime | None = None) -> SegmentSize:
+    """Recompute one segment in the database (one query for the condition) and swap its
+    membership in one transaction: readers see the old or the new set, never a mix."""
+    now = now or timezone.now()
+    started = time.monotonic()
+    sql, params = compile_condition(segment.condition, now=now)
+    higher = _higher_in_group(segment)
+    table = Membership._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS cdp_segment_new")
+        cursor.execute(f"CREATE TEMPORARY TABLE cdp_segment_new AS {sql}", params)
+        if higher:
+            marks = ", ".join(["%s"] * len(higher))
+            cursor.execute(
+                f"DELETE FROM cdp_segment_new WHERE id IN (SELECT profile_id FROM {table} WHERE segment_id IN ({marks}))",  # noqa: S608
+                higher,
+            )
+        cursor.execute(
+            f"DELETE FROM {table} WHERE segment_id = %s AND profile_id NOT IN (SELECT id FROM cdp_segment_new)",  # noqa: S608
+            [segment.pk],
+        )
+        removed = max(cursor.rowcount, 0)
+        cursor.execute(
+            f"INSERT INTO {table} (segment_id, profile_id, since) SELECT %s, n.id, %s FROM cdp_segment_new n "  # noqa: S608
+            f"WHERE n.id NOT IN (SELECT profile_id FROM {table} WHERE segment_id = %s)",
+            [
+                segment.pk,
+                now
+                if connection.vendor == "postgresql"
+                else connection.ops.adapt_datetimefield_value(now),
+                segment.pk,
+            ],
+        )
+        added = max(cursor.rowcount, 0)
+        cursor.execute("SELECT COUNT(*) FROM cdp_segment_new")
+        size = int(cursor.fetchone()[0])
+        cursor.execute("DROP TABLE cdp_segment_new")
+        Segment.objects.filter(pk=segment.pk).update(size=size, computed_at=now)
+        point = SegmentSize.objects.create(
+            segment=segment,
+            at=now,
+            size=size,
+            added=added,
+            removed=removed,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+    return point
+
+
+def segments_recompute_all(
+    *,
+    now: datetime | None = None,
+    only: Iterable[str] | None = None,
+    progress: Callable[[Segment, SegmentSize], object] | None = None,
+) -> list[SegmentSize]:
+    """Recompute active segments in dependency order (memory stays in the database)."""
+    now = now or timezone.now()
+    segments = Segment.objects.filter(active=True)
+    if only is not None:
+        segments = segments.filter(slug__in=list(only))
+    points = []
+    for segment in dependency_order(segments):
+        point = segment_recompute(segment=segment, now=now)
+        points.append(point)
+        if progress:
+            progress(segment, point)
+    return points
+
+
+def segments_sweep_windows(*, now: datetime | None = None) -> int:
+    """Recompute segments whose conditions use time windows, so members leave on time."""
+    windowed = [
+        s.slug
+        for s in Segment.objects.filter(active=True).exclude(refresh=RefreshPolicy.MANUAL)
+        if max_window(s.condition) not in (None, 0) or "attr" in uses(s.condition)
+    ]
+    return len(segments_recompute_all(now=now, only=windowed)) if windowed else 0
+
+
+# --- Real time ---------------------------------------------------------------------------
+
+REALTIME_DELAY_SECONDS = 0.2
+
+
+def realtime_refresh_enqueue(*, profile_ids: Iterable[uuid.UUID]) -> None:
+    """Coalesce: a profile already queued is not queued again; the queued task runs after
+    a short delay and reads everything committed by then, so a burst costs one evaluation."""
+    from segments.tasks import segments_profiles_refresh
+
+    fresh = [str(pid) for pid in profile_ids if cache.add(f"cdp:segrt:{pid}", 1, timeout=30)]
+    if fresh:
+        segments_profiles_refresh.apply_async(args=(fresh,), countdown=REALTIME_DELAY_SECONDS)
+
+
+def realtime_refresh(
+    *, profile_ids: list[uuid.UUID], now: datetime | None = None
+) -> dict[str, int]:
+    """Re-evaluate real-time segments for these profiles with the in-memory evaluator."""
+    cache.delete_many([f"cdp:segrt:{pid}" for pid in profile_ids])
+    now = now or timezone.now()
+    segments = dependency_order(Segment.objects.filter(active=True, refresh=RefreshPolicy.REALTIME))
+    if not segments or not profile_ids:
+        return {"added": 0, "removed": 0}
+    names: set[str] = set()
+    windows: list[int] = []
+    unbounded = False
+    for s in segments:
+        names |= event_names(s.condition)
+        window = max_window(s.condition)
+        if window is None:
+            unbounded = True
+        else:
+            windows.append(window)
+    since = None if unbounded else now - timedelta(seconds=max(windows or [0]))
+    facts = profile_facts(profile_ids=profile_ids, now=now, event_names=names, since=since)
+    added = removed = 0
+    with transaction.atomic():
+        for segment in segments:
+            higher = set(_higher_in_group(segment))
+            current = set(
+                Membership.objects.filter(segment=segment, profile_id__in=facts).values_list(
+                    "profile_id", flat=True
+                )
+            )
+            blocked = (
+                set(
+                    Membership.objects.filter(
+                        segment_id__in=higher, profile_id__in=facts
+                    ).values_list("profile_id", flat=True)
+                )
+                if higher
+                else set()
+            )
+            should = {
+                pid
+                for pid, f in facts.items()
+                if pid not in blocked and evaluate(segment.condition, f, now)
+            }
+            join, leave = should - current, current - should
+            if leave:
+                Membership.objects.filter(segment=segment, profile_id__in=leave).delete()
+            if join:
+                Membership.objects.bulk_create(
+                    [Membership(segment=segment, profile_id=pid, since=now) for pid in join],
+                    ignore_conflicts=True,
+                )
+            if join or leave:
+                Segment.objects.filter(pk=segment.pk).update(
+                    size=F("size") + len(join) - len(leave)
+                )
+            for pid in facts:  # later segments in this pass see the new membership
+                if pid in should:
+                    facts[pid].segments.add(segment.slug)
+                else:
+                    facts[pid].segments.discard(segment.slug)
+            added += len(join)
+            removed += len(leave)
+    return {"added": added, "removed": removed}
