@@ -7,6 +7,7 @@ strings compare in code-point order (COLLATE "C" on PostgreSQL, BINARY on SQLite
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,7 +77,9 @@ class _Dialect:
 
 
 def _num_value(v: Any) -> Any:
-    return str(v) if isinstance(v, float) else v
+    # PostgreSQL: the float's shortest text, cast to numeric, compares exactly with the
+    # JSON number's numeric (same as Python comparing the parsed floats).
+    return str(v) if isinstance(v, float) and connection.vendor == "postgresql" else v
 
 
 class Compiler:
@@ -281,13 +284,15 @@ def compile_condition(tree: Mapping[str, Any], *, now: datetime) -> Sql:
     return f"SELECT p.id FROM {table} p WHERE p.merged_into_id IS NULL AND ({where})", params
 
 
-def matching_ids(tree: Mapping[str, Any], *, now: datetime, limit: int | None = None) -> list[Any]:
+def matching_ids(tree: Mapping[str, Any], *, now: datetime, limit: int | None = None) -> list[uuid.UUID]:
     sql, params = compile_condition(tree, now=now)
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+    # SQLite returns the UUID primary key as hex text.
+    return [r[0] if isinstance(r[0], uuid.UUID) else uuid.UUID(str(r[0])) for r in rows]
 
 
 Factory = Callable[[datetime], Compiler]
