@@ -118,6 +118,8 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "profiles-rfm-scores": {"task": "profiles.tasks.rfm_scores_compute", "schedule": 3600.0},
     "privacy-exports-expire": {"task": "consent.tasks.privacy_exports_expire", "schedule": 3600.0},
+    "segments-recompute": {"task": "segments.tasks.segments_recompute", "schedule": 3600.0},
+    "segments-sweep-windows": {"task": "segments.tasks.segments_sweep_windows", "schedule": 300.0},
 }
 
 # --- Security switches (production turns DEBUG off and these on by default) ---------------

@@ -13,11 +13,16 @@ from consent.api import (
     PrivacyRequestsApi,
 )
 from profiles.api import EventsApi, ProfileDetailApi, ProfileLookupApi
+from segments.api import SegmentDetailApi, SegmentMembersApi, SegmentPreviewApi, SegmentsApi
 
 api_v1 = [
     path("events", EventsApi.as_view(), name="events"),
     path("profiles", ProfileLookupApi.as_view(), name="profile-lookup"),
     path("profiles/<uuid:profile_id>", ProfileDetailApi.as_view(), name="profile-detail"),
+    path("segments", SegmentsApi.as_view(), name="segments"),
+    path("segments/preview", SegmentPreviewApi.as_view(), name="segments-preview"),
+    path("segments/<slug:slug>", SegmentDetailApi.as_view(), name="segment-detail"),
+    path("segments/<slug:slug>/members", SegmentMembersApi.as_view(), name="segment-members"),
     path("consent", ConsentApi.as_view(), name="consent"),
     path("privacy/requests", PrivacyRequestsApi.as_view(), name="privacy-requests"),
     path(

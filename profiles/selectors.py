@@ -139,8 +139,22 @@ def profile_detail(*, profile: Profile) -> dict[str, Any]:
         },
         "identities": identities,
         "merged_from": [str(m) for m in profile.merges.values_list("other_id", flat=True)],
+        "segments": _segments_of(profile),
         "created_at": profile.created_at,
     }
+
+
+def _segments_of(profile: Profile) -> list[dict[str, Any]]:
+    # Read through the app registry: segments build on profiles, not the other way round.
+    from django.apps import apps
+
+    membership = apps.get_model("segments", "Membership")
+    rows = (
+        membership.objects.filter(profile=profile)
+        .select_related("segment")
+        .order_by("segment__slug")
+    )
+    return [{"slug": m.segment.slug, "name": m.segment.name, "since": m.since} for m in rows]
 
 
 def profile_events_recent(*, profile: Profile, limit: int = 50) -> list[Event]:

@@ -247,6 +247,12 @@ class Compiler:
             agg = f"COALESCE(SUM({num}), 0)" if m["fn"] == "sum" else f"{fn}({num})"
             agg_params = key
         having, having_params = self.num_compare(agg, agg_params, m["op"], m.get("value"))
+        if m["fn"] in ("avg", "min", "max"):
+            # No numeric value to aggregate matches nothing, whatever the operator.
+            having, having_params = (
+                f"({agg} IS NOT NULL AND {having})",
+                [*agg_params, *having_params],
+            )
         sub = (
             f"SELECT e.profile_id FROM {table} e WHERE {' AND '.join(where)} GROUP BY e.profile_id"
         )
@@ -284,7 +290,9 @@ def compile_condition(tree: Mapping[str, Any], *, now: datetime) -> Sql:
     return f"SELECT p.id FROM {table} p WHERE p.merged_into_id IS NULL AND ({where})", params
 
 
-def matching_ids(tree: Mapping[str, Any], *, now: datetime, limit: int | None = None) -> list[uuid.UUID]:
+def matching_ids(
+    tree: Mapping[str, Any], *, now: datetime, limit: int | None = None
+) -> list[uuid.UUID]:
     sql, params = compile_condition(tree, now=now)
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
