@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from cdp.privacy import Person, PrivacyHandler, privacy_handler_register
 from profiles.models import Profile
 from profiles.signals import events_ingested, profile_merging
-from segments.models import Membership, ProfileScore
+from segments.models import Membership, ProfileScore, Segment
 
 
 @receiver(profile_merging)
@@ -18,6 +19,14 @@ def segments_follow_merge(sender: type, into: Profile, other: Profile, **kwargs:
     # The survivor's memberships are re-evaluated after the merge; the other's go.
     Membership.objects.filter(profile=other).delete()
     ProfileScore.objects.filter(profile=other).delete()
+
+
+@receiver(post_save, sender=Segment)
+@receiver(post_delete, sender=Segment)
+def segments_changed(sender: type, **kwargs: Any) -> None:
+    from segments.services import realtime_flag_reset
+
+    realtime_flag_reset()
 
 
 @receiver(events_ingested)

@@ -102,6 +102,7 @@ def segment_save(*, segment: Segment, actor: str) -> Segment:
     condition_check(segment.condition, slug=segment.slug)
     created = segment.pk is None
     segment.save()
+    realtime_flag_reset()
     audit_record(
         actor=actor,
         action=f"segment.{'created' if created else 'updated'}",
@@ -237,6 +238,22 @@ def segments_sweep_windows(*, now: datetime | None = None) -> int:
 # --- Real time ---------------------------------------------------------------------------
 
 REALTIME_DELAY_SECONDS = 0.2
+_REALTIME_FLAG: tuple[float, bool] | None = None
+
+
+def _realtime_segments_exist() -> bool:
+    """Cached in-process for 5 s: ingestion pays nothing when no segment is real-time."""
+    global _REALTIME_FLAG
+    now = time.monotonic()
+    if _REALTIME_FLAG is None or now - _REALTIME_FLAG[0] > 5:
+        exists = Segment.objects.filter(active=True, refresh=RefreshPolicy.REALTIME).exists()
+        _REALTIME_FLAG = (now, exists)
+    return _REALTIME_FLAG[1]
+
+
+def realtime_flag_reset() -> None:
+    global _REALTIME_FLAG
+    _REALTIME_FLAG = None
 
 
 def realtime_refresh_enqueue(*, profile_ids: Iterable[uuid.UUID]) -> None:
@@ -244,8 +261,14 @@ def realtime_refresh_enqueue(*, profile_ids: Iterable[uuid.UUID]) -> None:
     a short delay and reads everything committed by then, so a burst costs one evaluation."""
     from segments.tasks import segments_profiles_refresh
 
-    fresh = [str(pid) for pid in profile_ids if cache.add(f"cdp:segrt:{pid}", 1, timeout=30)]
+    if not _realtime_segments_exist():
+        return
+    keys = {f"cdp:segrt:{pid}": str(pid) for pid in profile_ids}
+    # Two round trips per batch, not one per profile; a race costs one extra evaluation.
+    queued = cache.get_many(list(keys))
+    fresh = [pid for key, pid in keys.items() if key not in queued]
     if fresh:
+        cache.set_many({f"cdp:segrt:{pid}": 1 for pid in fresh}, timeout=30)
         segments_profiles_refresh.apply_async(args=(fresh,), countdown=REALTIME_DELAY_SECONDS)
 
 

@@ -17,6 +17,9 @@ from profiles.services import SourceKeys, source_create
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
+    from segments.services import realtime_flag_reset
+
+    realtime_flag_reset()
     cache.clear()
     source_key_cache_clear()
     schemas_invalidate()

@@ -1,4 +1,6 @@
-"""Load demo data and a local admin user (embedded/demo use; never needed in production)."""
+"""Load demo data and a local admin user (embedded/demo use; never needed in production).
+
+Project-level: it seeds every app (sources, visitors and events, segments)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from profiles.demo import demo_data_load, demo_source_ensure
+from segments.demo import demo_segments_ensure
+from segments.services import segments_recompute_all
 
 
 class Command(BaseCommand):
@@ -42,3 +46,6 @@ class Command(BaseCommand):
                 visitors=options["visitors"], now=timezone.now(), progress=bar.update
             )
         self.stdout.write(f"demo data: {accepted} new events")
+        demo_segments_ensure()
+        for point in segments_recompute_all():
+            self.stdout.write(f"segment {point.segment.slug}: {point.size} members")
