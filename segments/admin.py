@@ -228,6 +228,7 @@ class SegmentAdmin(AuditedAdminMixin, admin.ModelAdmin):
             "opts": self.model._meta,
             "segment": segment,
             "term": term,
+            "condition_json": json.dumps(segment.condition, indent=2),
         }
         if term:
             ids = profile_search(term=term)

@@ -143,7 +143,7 @@ event_st = st.fixed_dictionaries(
         "name": st.sampled_from([*EVENTS, "viewed"]),
         "minutes_ago": st.integers(min_value=-60, max_value=60 * 24 * 5),
         "props": st.dictionaries(st.sampled_from(PROP_KEYS), json_values, max_size=2),
-        "bot": st.booleans().map(lambda b: (b and False) or b),
+        "bot": st.booleans(),
     }
 )
 profile_st = st.fixed_dictionaries(
