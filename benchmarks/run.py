@@ -406,7 +406,15 @@ def main() -> None:
     ingest.add_argument("--duration", type=int, default=20)
     ingest.add_argument("--servers", default="gunicorn,granian")
     ingest.add_argument("--batch-connections", type=int, default=8)
+    seg = sub.add_parser("segments")
+    seg.add_argument("--profiles", type=int, default=1_000_000)
+    seg.add_argument("--events", type=int, default=10_000_000)
     args = parser.parse_args()
+    if args.bench == "segments":
+        from benchmarks.segments_bench import main as segments_main
+
+        segments_main(args.profiles, args.events)
+        return
     if args.bench in (None, "ingest"):
         if args.bench is None:
             args = ingest.parse_args([])

@@ -67,11 +67,24 @@ class SegmentsApi(APIView):
     @extend_schema(
         operation_id="segments_list",
         summary="Segments with their sizes",
-        responses={200: SegmentSerializer(many=True), **error_responses(401, 403)},
+        parameters=[
+            OpenApiParameter(
+                "active", str, description="true or false: only active / inactive ones"
+            )
+        ],
+        responses={200: SegmentSerializer(many=True), **error_responses(400, 401, 403)},
         tags=["segments"],
     )
     def get(self, request: Request) -> Response:
-        return Response([_out(s) for s in Segment.objects.all()])
+        segments = Segment.objects.all()
+        active = request.query_params.get("active")
+        if active is not None:
+            if active not in ("true", "false"):
+                raise ValidationFailed(
+                    "active: must be true or false", details={"active": ["true or false"]}
+                )
+            segments = segments.filter(active=active == "true")
+        return Response([_out(s) for s in segments])
 
     @extend_schema(
         operation_id="segments_create",

@@ -14,11 +14,11 @@ def segments_profiles_refresh(profile_ids: list[str]) -> None:
     services.realtime_refresh(profile_ids=[uuid.UUID(p) for p in profile_ids])
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
 def segments_recompute(slugs: list[str] | None = None) -> None:
     services.segments_recompute_all(only=slugs)
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
 def segments_sweep_windows() -> None:
     services.segments_sweep_windows()

@@ -121,3 +121,57 @@ def compliance_client(db: Any) -> APIClient:
     client = APIClient()
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def ingest(source: SourceKeys) -> Any:
+    """Store events through the real ingestion path, as the source's trusted server.
+
+    `ingest(*payloads, at=None)`: `at` is when they are received (default: now); each
+    payload gets a unique message_id unless it names one.
+    """
+    import uuid as _uuid
+
+    from django.utils import timezone
+
+    from profiles.ingestion import IngestContext, IngestResult, events_ingest
+
+    def _ingest(*payloads: dict[str, Any], at: Any = None) -> IngestResult:
+        ctx = IngestContext(
+            source_id=source.source.pk,
+            identity_secret=source.source.identity_secret,
+            require_identity_verification=False,
+            trusted=True,
+            received_at=at or timezone.now(),
+        )
+        batch = [{"message_id": _uuid.uuid4().hex, **p} for p in payloads]
+        result = events_ingest(ctx=ctx, payloads=batch)
+        assert not result.rejected, result.rejected
+        return result
+
+    return _ingest
+
+
+@pytest.fixture
+def celery_queued(settings: Any) -> Iterator[list[str]]:
+    """Tasks are queued, not run (even without REDIS_URL): yields the names of the tasks
+    published during the test. The queue is purged afterwards."""
+    from celery.signals import before_task_publish
+
+    from cdp.celery import app
+
+    published: list[str] = []
+
+    def record(sender: str | None = None, **kwargs: Any) -> None:
+        published.append(str(sender))
+
+    before = app.conf.task_always_eager
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    app.conf.task_always_eager = False
+    before_task_publish.connect(record, weak=False)
+    try:
+        yield published
+    finally:
+        before_task_publish.disconnect(record)
+        app.conf.task_always_eager = before
+        app.control.purge()

@@ -103,36 +103,41 @@ class Facts:
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _sub(path: str, key: str) -> str:
+    """The path of a child key ("value" at the root, "all[0].value" below it)."""
+    return f"{path}.{key}" if path else key
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _check_value(op: str, value: Any, path: str) -> None:
     if op == "exists":
-        if value not in (None, True):
-            raise ConditionError(path + ".value", "exists takes no value (or true)")
+        if not (value is None or value is True):
+            raise ConditionError(_sub(path, "value"), "exists takes no value (or true)")
         return
     if op in ("in", "not_in"):
         if not isinstance(value, list) or not value or len(value) > 1000:
             raise ConditionError(
-                path + ".value", f"{op} needs a non-empty list (at most 1000 items)"
+                _sub(path, "value"), f"{op} needs a non-empty list (at most 1000 items)"
             )
         for i, item in enumerate(value):
             _check_scalar(item, f"{path}.value[{i}]")
         return
     if op == "between":
         if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)):
-            raise ConditionError(path + ".value", "between needs [low, high] numbers")
+            raise ConditionError(_sub(path, "value"), "between needs [low, high] numbers")
         if value[0] > value[1]:
-            raise ConditionError(path + ".value", "between needs low <= high")
+            raise ConditionError(_sub(path, "value"), "between needs low <= high")
         for v in value:
-            _check_scalar(v, path + ".value")
+            _check_scalar(v, _sub(path, "value"))
         return
-    _check_scalar(value, path + ".value")
+    _check_scalar(value, _sub(path, "value"))
     if op in ORDER_OPS and not (_is_number(value) or isinstance(value, str)):
-        raise ConditionError(path + ".value", f"{op} compares numbers or strings")
+        raise ConditionError(_sub(path, "value"), f"{op} compares numbers or strings")
     if op in ("contains", "startswith") and not isinstance(value, str):
-        raise ConditionError(path + ".value", f"{op} needs a string")
+        raise ConditionError(_sub(path, "value"), f"{op} needs a string")
 
 
 def _check_scalar(value: Any, path: str) -> None:
@@ -152,10 +157,12 @@ def _check_comparison(node: Mapping[str, Any], path: str, allowed: set[str]) -> 
     if extra:
         raise ConditionError(path, f"unknown key(s): {', '.join(sorted(extra))}")
     op = node.get("op")
+    if not isinstance(op, str):
+        op = None
     if op not in OPS:
-        raise ConditionError(path + ".op", f"must be one of {', '.join(sorted(OPS))}")
+        raise ConditionError(_sub(path, "op"), f"must be one of {', '.join(sorted(OPS))}")
     if op != "exists" and "value" not in node:
-        raise ConditionError(path + ".value", "required")
+        raise ConditionError(_sub(path, "value"), "required")
     _check_value(op, node.get("value"), path)
 
 
@@ -219,7 +226,7 @@ def validate(tree: Any, *, allow_context: bool = False) -> Any:
                 raise ConditionError(here + "trait", "a trait name: letters, digits, _ and -")
             _check_comparison(node, path, {"trait", "op", "value"})
         elif kind == "attr":
-            if node["attr"] not in ATTRS:
+            if not isinstance(node["attr"], str) or node["attr"] not in ATTRS:
                 raise ConditionError(
                     here + "attr", f"unknown attribute; known: {', '.join(sorted(ATTRS))}"
                 )
@@ -257,7 +264,7 @@ def validate(tree: Any, *, allow_context: bool = False) -> Any:
                 mpath = here + "measure"
                 if not isinstance(m, dict):
                     raise ConditionError(mpath, "must be an object")
-                if m.get("fn") not in MEASURE_FNS:
+                if not isinstance(m.get("fn"), str) or m["fn"] not in MEASURE_FNS:
                     raise ConditionError(
                         mpath + ".fn", f"must be one of {', '.join(sorted(MEASURE_FNS))}"
                     )
@@ -303,7 +310,7 @@ def validate(tree: Any, *, allow_context: bool = False) -> Any:
                     here + "context",
                     "context conditions are only for rules (the request's context)",
                 )
-            if node["context"] not in CONTEXT_KEYS:
+            if not isinstance(node["context"], str) or node["context"] not in CONTEXT_KEYS:
                 raise ConditionError(
                     here + "context", f"unknown context; known: {', '.join(sorted(CONTEXT_KEYS))}"
                 )

@@ -20,17 +20,21 @@ from consent.models import DataSubjectRequest, RequestStatus, RequestType, Subje
 from profiles.models import Identity, IdentityKind, Profile
 from profiles.selectors import source_key_cache_clear
 from profiles.services import SourceKeys
+from segments.models import Membership, Segment
 
 PUBLIC, WRITE, SECRET = "public", "write", "secret"
 KNOWN_USER_ID = "u-matrix"
 KNOWN_REQUEST_ID = uuid.UUID("00000000-0000-4000-8000-00000000a11c")
+KNOWN_SEGMENT = "matrix-segment"
+SEGMENT_CONDITION = {"trait": "plan", "op": "eq", "value": "pro"}
 
 
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    # may name {profile_id} and {user_id}: a profile the test creates, and {request_id}:
-    # a completed access request about it, with its export bundle
+    # may name {profile_id} and {user_id}: a profile the test creates, {request_id}:
+    # a completed access request about it, with its export bundle, and {segment}: a
+    # segment it is a member of
     path: str
     access: str  # PUBLIC (no key needed), WRITE (write key or better), SECRET
     ok: int = 200
@@ -70,6 +74,25 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/api/v1/privacy/requests/{request_id}", SECRET),
     Endpoint("GET", "/api/v1/privacy/requests/{request_id}/export", SECRET),
+    Endpoint("GET", "/api/v1/segments", SECRET),
+    Endpoint(
+        "POST",
+        "/api/v1/segments",
+        SECRET,
+        ok=201,
+        body={"slug": "matrix-new", "name": "New", "condition": SEGMENT_CONDITION},
+    ),
+    Endpoint("GET", "/api/v1/segments/{segment}", SECRET),
+    Endpoint(
+        "PUT",
+        "/api/v1/segments/{segment}",
+        SECRET,
+        body={"slug": KNOWN_SEGMENT, "name": "Replaced", "condition": SEGMENT_CONDITION},
+    ),
+    Endpoint("PATCH", "/api/v1/segments/{segment}", SECRET, body={"name": "Renamed"}),
+    Endpoint("DELETE", "/api/v1/segments/{segment}", SECRET, ok=204),
+    Endpoint("GET", "/api/v1/segments/{segment}/members?limit=10", SECRET),
+    Endpoint("POST", "/api/v1/segments/preview", SECRET, body={"condition": SEGMENT_CONDITION}),
     Endpoint("GET", "/healthz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/readyz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/api/schema/?format=json", PUBLIC, refuses_wrong_key=False),
@@ -98,15 +121,24 @@ def known_profile(db: Any, privacy_export_dir: Any) -> Profile:
         created_by="system",
     )
     consent_services.privacy_request_process(request_id=KNOWN_REQUEST_ID)
+    # … and a segment they are a member of
+    segment = Segment.objects.create(slug=KNOWN_SEGMENT, name="Matrix", condition=SEGMENT_CONDITION)
+    Membership.objects.create(segment=segment, profile=profile, since=now)
     return profile
 
 
 def call(client: APIClient, ep: Endpoint, profile: Profile, **headers: Any) -> Any:
-    path = ep.path.format(profile_id=profile.pk, user_id=KNOWN_USER_ID, request_id=KNOWN_REQUEST_ID)
-    if ep.method == "POST":
-        response = client.post(path, ep.body, format="json", **headers)
-    else:
+    path = ep.path.format(
+        profile_id=profile.pk,
+        user_id=KNOWN_USER_ID,
+        request_id=KNOWN_REQUEST_ID,
+        segment=KNOWN_SEGMENT,
+    )
+    if ep.method == "GET":
         response = client.get(path, **headers)
+    else:
+        send = getattr(client, ep.method.lower())  # post, put, patch, delete
+        response = send(path, ep.body, format="json", **headers)
     if response.streaming:  # a file download: read it (the test client then closes it)
         b"".join(response.streaming_content)  # type: ignore[attr-defined]
     assert response.status_code < 500, response.content
