@@ -70,6 +70,14 @@ def credential(request: Request) -> SourceCredential | None:
     return request.auth if isinstance(request.auth, SourceCredential) else None
 
 
+def request_actor(request: Request) -> str:
+    """Who made an API call, for the audit log: key:<source> or user:<name>."""
+    from cdp.audit import actor_of
+
+    cred = credential(request)
+    return actor_of(request.user, source_slug=cred.source_slug if cred else None)
+
+
 def _is_staff(request: Request) -> bool:
     user = request.user
     return bool(user and user.is_authenticated and user.is_active and user.is_staff)

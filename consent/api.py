@@ -12,16 +12,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cdp.audit import actor_of
-from cdp.auth import HasSecretKey, HasWriteKey, credential
+from cdp.auth import HasSecretKey, HasWriteKey, request_actor
 from cdp.errors import Conflict, NotFound
 from cdp.openapi import error_responses
 from consent import selectors, services
 from consent.models import ConsentSource, DataSubjectRequest, RequestStatus, RequestType
-from profiles.api import console_source
-from profiles.ingestion import IdentityErased, IngestContext, visitor_profile
+from profiles.api import ingest_context
+from profiles.ingestion import IdentityErased, visitor_profile
 from profiles.models import Profile
-from profiles.validation import utcnow
 
 
 class VisitorSerializer(serializers.Serializer):
@@ -82,26 +80,6 @@ ConsentOutput = inline_serializer(
 )
 
 
-def _ingest_context(request: Request) -> IngestContext:
-    cred = credential(request)
-    if cred is not None:
-        return IngestContext(
-            source_id=cred.source_id,
-            identity_secret=cred.identity_secret,
-            require_identity_verification=cred.require_identity_verification,
-            trusted=cred.is_secret,
-            received_at=utcnow(),
-        )
-    console = console_source()
-    return IngestContext(
-        source_id=console.pk,
-        identity_secret=console.identity_secret,
-        require_identity_verification=False,
-        trusted=True,
-        received_at=utcnow(),
-    )
-
-
 def _state(profile: Profile | None) -> dict[str, Any]:
     states = selectors.consent_state(profile_id=profile.pk if profile else None)
     return {
@@ -120,11 +98,6 @@ def _state(profile: Profile | None) -> dict[str, Any]:
     }
 
 
-def _actor(request: Request) -> str:
-    cred = credential(request)
-    return actor_of(request.user, source_slug=cred.source_slug if cred else None)
-
-
 class ConsentApi(APIView):
     permission_classes = [HasWriteKey]
 
@@ -141,7 +114,7 @@ class ConsentApi(APIView):
         v = data.validated_data
         try:
             profile = visitor_profile(
-                ctx=_ingest_context(request),
+                ctx=ingest_context(request),
                 anonymous_id=v.get("anonymous_id"),
                 user_id=v.get("user_id"),
                 user_hash=v.get("user_hash"),
@@ -161,7 +134,7 @@ class ConsentApi(APIView):
             evidence=services.consent_evidence(
                 ip=request.META.get("REMOTE_ADDR"),
                 user_agent=request.headers.get("User-Agent"),
-                via=_actor(request),
+                via=request_actor(request),
             ),
         )
         return Response(_state(profile), status=status.HTTP_201_CREATED)
@@ -183,7 +156,7 @@ class ConsentApi(APIView):
         v = data.validated_data
         try:
             profile = visitor_profile(
-                ctx=_ingest_context(request),
+                ctx=ingest_context(request),
                 anonymous_id=v.get("anonymous_id"),
                 user_id=v.get("user_id"),
                 user_hash=v.get("user_hash"),
@@ -265,7 +238,7 @@ class PrivacyRequestsApi(APIView):
             type=v["type"],
             subject_kind=v["subject_kind"],
             subject_value=v[v["subject_kind"]],
-            actor=_actor(request),
+            actor=request_actor(request),
             verified=v["verified"],
         )
         dsr.refresh_from_db()

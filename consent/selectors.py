@@ -78,6 +78,24 @@ def consent_state(*, profile_id: uuid.UUID | None) -> dict[str, PurposeState]:
     return out
 
 
+def consent_granted(
+    *, profile_ids: Iterable[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, dict[str, bool]]:
+    """Per profile, whether each purpose is granted now (defaults where no record)."""
+    ids = list(profile_ids)
+    purposes = purposes_all()
+    records = _current_records(ids, [p.pk for p in purposes], now)
+    return {
+        pid: {
+            p.code: records[(pid, p.pk)].granted
+            if (pid, p.pk) in records
+            else purpose_default_granted(p)
+            for p in purposes
+        }
+        for pid in ids
+    }
+
+
 def consent_allows(*, profile_id: uuid.UUID | None, purpose: str) -> bool:
     """Whether the purpose is granted now (unknown purposes are never granted)."""
     state = consent_state(profile_id=profile_id).get(purpose)

@@ -138,6 +138,18 @@ def _history(dsr: DataSubjectRequest, actor: str, action: str) -> None:
     dsr.history = [*dsr.history, {"at": timezone.now().isoformat(), "by": actor, "action": action}]
 
 
+def _audit(
+    dsr: DataSubjectRequest, actor: str, step: str, details: dict[str, Any] | None = None
+) -> None:
+    audit_record(
+        actor=actor,
+        action=f"privacy.{dsr.type}.{step}",
+        object_type="consent.datasubjectrequest",
+        object_id=dsr.pk,
+        details=details,
+    )
+
+
 def privacy_request_create(
     *, type: str, subject_kind: str, subject_value: str, actor: str, verified: bool = False
 ) -> DataSubjectRequest:
@@ -163,12 +175,7 @@ def privacy_request_create(
     )
     _history(dsr, actor, "received")
     dsr.save()
-    audit_record(
-        actor=actor,
-        action=f"privacy.{type}.received",
-        object_type="consent.datasubjectrequest",
-        object_id=dsr.pk,
-    )
+    _audit(dsr, actor, "received")
     if verified:
         privacy_request_verify(request=dsr, actor=actor)
     return dsr
@@ -196,12 +203,7 @@ def privacy_request_verify(*, request: DataSubjectRequest, actor: str) -> DataSu
         dsr.verified_by = actor
         _history(dsr, actor, "verified")
         dsr.save()
-        audit_record(
-            actor=actor,
-            action=f"privacy.{dsr.type}.verified",
-            object_type="consent.datasubjectrequest",
-            object_id=dsr.pk,
-        )
+        _audit(dsr, actor, "verified")
         transaction.on_commit(lambda: privacy_request_process.delay(str(dsr.pk)))
     return dsr
 
@@ -218,12 +220,7 @@ def privacy_request_reject(
         dsr.completed_at = timezone.now()
         _history(dsr, actor, "rejected")
         dsr.save()
-        audit_record(
-            actor=actor,
-            action=f"privacy.{dsr.type}.rejected",
-            object_type="consent.datasubjectrequest",
-            object_id=dsr.pk,
-        )
+        _audit(dsr, actor, "rejected")
     return dsr
 
 
@@ -330,7 +327,6 @@ def privacy_request_process(*, request_id: uuid.UUID) -> DataSubjectRequest:
     else:
         counts = _erase(person) if person else {}
         result = {"found": person is not None, "deleted": counts}
-        dsr.subject_value = ""  # the identifier itself goes too; its keyed hash stays
     with transaction.atomic():
         fresh = _request_for_update(request_id)
         fresh.status = RequestStatus.COMPLETED
@@ -339,16 +335,10 @@ def privacy_request_process(*, request_id: uuid.UUID) -> DataSubjectRequest:
         fresh.export_file = dsr.export_file
         fresh.export_expires_at = dsr.export_expires_at
         if dsr.type == RequestType.ERASURE:
-            fresh.subject_value = ""
+            fresh.subject_value = ""  # the identifier itself goes too; its keyed hash stays
         _history(fresh, "system", "completed")
         fresh.save()
-        audit_record(
-            actor="system",
-            action=f"privacy.{fresh.type}.completed",
-            object_type="consent.datasubjectrequest",
-            object_id=fresh.pk,
-            details=result,
-        )
+        _audit(fresh, "system", "completed", result)
     return fresh
 
 

@@ -20,7 +20,8 @@ from cdp.openapi import error_responses
 from cdp.parsers import FastJSONParser, PlainJSONParser
 from profiles import selectors
 from profiles.ingestion import IngestContext, events_ingest
-from profiles.models import IdentityKind, Source
+from profiles.models import IdentityKind
+from profiles.services import source_console_ensure
 from profiles.validation import EventIn, utcnow
 
 
@@ -49,17 +50,34 @@ IngestOutput = inline_serializer(
     },
 )
 
-CONSOLE_SOURCE_SLUG = "console"
 
-
-def console_source() -> Source:
-    """Staff sessions send through a built-in source, so dedup stays per source."""
-    source = Source.objects.filter(slug=CONSOLE_SOURCE_SLUG).first()
-    if source is None:
-        from profiles.services import source_create
-
-        source = source_create(name="Console (staff)", slug=CONSOLE_SOURCE_SLUG).source
-    return source
+def ingest_context(request: Request, *, browser_user_agent: bool = False) -> IngestContext:
+    """Who is sending, as the ingestion services need it: the key's source (secret keys
+    are trusted with user ids) or, for staff sessions, the console source."""
+    cred = credential(request)
+    ua = (
+        request.headers.get("User-Agent")
+        if browser_user_agent and request.headers.get("Origin")
+        else None
+    )
+    if cred is not None:
+        return IngestContext(
+            source_id=cred.source_id,
+            identity_secret=cred.identity_secret,
+            require_identity_verification=cred.require_identity_verification,
+            trusted=cred.is_secret,
+            received_at=utcnow(),
+            browser_user_agent=ua,
+        )
+    console = source_console_ensure()
+    return IngestContext(
+        source_id=console.pk,
+        identity_secret=console.identity_secret,
+        require_identity_verification=False,
+        trusted=True,
+        received_at=utcnow(),
+        browser_user_agent=ua,
+    )
 
 
 class EventsApi(APIView):
@@ -107,26 +125,7 @@ class EventsApi(APIView):
             payloads = [body]
             screen = has_nul
 
-        cred = credential(request)
-        if cred is not None:
-            source_id, secret, verify = (
-                cred.source_id,
-                cred.identity_secret,
-                cred.require_identity_verification,
-            )
-            trusted = cred.is_secret
-        else:
-            console = console_source()
-            source_id, secret, verify, trusted = console.pk, console.identity_secret, False, True
-        browser_ua = request.headers.get("User-Agent") if request.headers.get("Origin") else None
-        ctx = IngestContext(
-            source_id=source_id,
-            identity_secret=secret,
-            require_identity_verification=verify,
-            trusted=trusted,
-            received_at=utcnow(),
-            browser_user_agent=browser_ua,
-        )
+        ctx = ingest_context(request, browser_user_agent=True)
         result = events_ingest(ctx=ctx, payloads=payloads, screen=screen)
         answer = {
             "accepted": result.accepted,

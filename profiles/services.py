@@ -76,6 +76,17 @@ def source_create(
     return SourceKeys(source=source, write_key=write_key, secret_key=secret_key)
 
 
+CONSOLE_SOURCE_SLUG = "console"
+
+
+def source_console_ensure() -> Source:
+    """The built-in source staff sessions send through, so dedup stays per source."""
+    source = Source.objects.filter(slug=CONSOLE_SOURCE_SLUG).first()
+    if source is None:
+        source = source_create(name="Console (staff)", slug=CONSOLE_SOURCE_SLUG).source
+    return source
+
+
 def source_keys_rotate(*, source: Source) -> SourceKeys:
     """Replace both keys; the old ones stop working within the key cache's lifetime."""
     write_key, secret_key = _keys_set(source)

@@ -13,18 +13,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cdp.audit import actor_of
-from cdp.auth import HasSecretKey, credential
+from cdp.auth import HasSecretKey, request_actor
 from cdp.errors import NotFound, ValidationFailed
 from cdp.openapi import error_responses
 from segments import services
 from segments.compiler import matching_ids
 from segments.models import Membership, Segment
-
-
-def _actor(request: Request) -> str:
-    cred = credential(request)
-    return actor_of(request.user, source_slug=cred.source_slug if cred else None)
 
 
 class SegmentSerializer(serializers.ModelSerializer):
@@ -97,7 +91,7 @@ class SegmentsApi(APIView):
         data = SegmentSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         segment = services.segment_save(
-            segment=Segment(**data.validated_data), actor=_actor(request)
+            segment=Segment(**data.validated_data), actor=request_actor(request)
         )
         return Response(_out(segment), status=status.HTTP_201_CREATED)
 
@@ -119,7 +113,7 @@ class SegmentDetailApi(APIView):
         data.is_valid(raise_exception=True)
         for key, value in data.validated_data.items():
             setattr(segment, key, value)
-        return Response(_out(services.segment_save(segment=segment, actor=_actor(request))))
+        return Response(_out(services.segment_save(segment=segment, actor=request_actor(request))))
 
     @extend_schema(
         operation_id="segments_update",
@@ -145,7 +139,7 @@ class SegmentDetailApi(APIView):
         tags=["segments"],
     )
     def delete(self, request: Request, slug: str) -> Response:
-        services.segment_delete(segment=_get(slug), actor=_actor(request))
+        services.segment_delete(segment=_get(slug), actor=request_actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

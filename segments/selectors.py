@@ -9,8 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from consent.models import ConsentRecord
-from consent.selectors import purpose_default_granted, purposes_all
+from consent.selectors import consent_granted
 from profiles.models import Event, Profile
 from segments.compiler import TYPE_EVENTS
 from segments.conditions import EventFact, Facts
@@ -81,27 +80,8 @@ def profile_facts(
         "profile_id", "model", "score"
     ):
         scores[pid][model] = score
-    consent = _consent(set(out), now)
+    consent = consent_granted(profile_ids=out.keys(), now=now)
     for pid, facts in out.items():
         facts.scores = scores.get(pid, {})
         facts.consent = consent.get(pid, {})
     return out
-
-
-def _consent(pids: set[uuid.UUID], now: datetime) -> dict[uuid.UUID, dict[str, bool]]:
-    from django.db.models import Q
-
-    purposes = purposes_all()
-    latest: dict[tuple[uuid.UUID, int], bool] = {}
-    rows = (
-        ConsentRecord.objects.filter(profile_id__in=pids)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .order_by("profile_id", "purpose_id", "-recorded_at", "-id")
-        .values_list("profile_id", "purpose_id", "granted")
-    )
-    for pid, purpose_id, granted in rows:
-        latest.setdefault((pid, purpose_id), granted)
-    return {
-        pid: {p.code: latest.get((pid, p.pk), purpose_default_granted(p)) for p in purposes}
-        for pid in pids
-    }
