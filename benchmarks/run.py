@@ -409,11 +409,16 @@ def main() -> None:
     seg = sub.add_parser("segments")
     seg.add_argument("--profiles", type=int, default=1_000_000)
     seg.add_argument("--events", type=int, default=10_000_000)
+    seg.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the generated database of an earlier run (segments are dropped and recomputed)",
+    )
     args = parser.parse_args()
     if args.bench == "segments":
         from benchmarks.segments_bench import main as segments_main
 
-        segments_main(args.profiles, args.events)
+        segments_main(args.profiles, args.events, reuse=args.reuse)
         return
     if args.bench in (None, "ingest"):
         if args.bench is None:

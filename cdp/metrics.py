@@ -7,3 +7,8 @@ events_dropped = Counter(
     "Events received but intentionally not stored",
     ["reason"],  # consent (no analytics consent), erased (identity was erased)
 )
+
+decisions_dropped = Counter(
+    "cdp_decisions_dropped_total",
+    "Decision log rows dropped because the buffer overflowed (the database was down)",
+)

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "profiles",
     "consent",
     "segments",
+    "rules",
 ]
 
 MIDDLEWARE = [
@@ -120,6 +121,7 @@ CELERY_BEAT_SCHEDULE = {
     "privacy-exports-expire": {"task": "consent.tasks.privacy_exports_expire", "schedule": 3600.0},
     "segments-recompute": {"task": "segments.tasks.segments_recompute", "schedule": 3600.0},
     "segments-sweep-windows": {"task": "segments.tasks.segments_sweep_windows", "schedule": 300.0},
+    "rules-decisions-attribute": {"task": "rules.tasks.decisions_attribute", "schedule": 60.0},
 }
 
 # --- Security switches (production turns DEBUG off and these on by default) ---------------
@@ -244,4 +246,14 @@ CDP = {
     "MAX_BATCH_BYTES": 500 * 1024,
     "MAX_BATCH_EVENTS": 500,
     "SOURCE_KEY_CACHE_SECONDS": env.int("CDP_SOURCE_KEY_CACHE_SECONDS", default=30),
+    # PostgreSQL work_mem for a segment recompute's transaction (its sorts and hashes).
+    "RECOMPUTE_WORK_MEM": env.str("CDP_RECOMPUTE_WORK_MEM", default="64MB"),
+    # Independent segments recomputed at once, each on its own connection (PostgreSQL).
+    "RECOMPUTE_PARALLEL": env.int("CDP_RECOMPUTE_PARALLEL", default=2),
+    # Decisions: a purchase this long after a decision counts as its conversion; these
+    # events with properties.decision_id count as a click on it.
+    "DECISION_ATTRIBUTION_SECONDS": env.int("CDP_DECISION_ATTRIBUTION_SECONDS", default=24 * 3600),
+    "DECISION_CLICK_EVENTS": env.list(
+        "CDP_DECISION_CLICK_EVENTS", default=["content_clicked", "decision_clicked"]
+    ),
 }

@@ -13,6 +13,7 @@ from consent.api import (
     PrivacyRequestsApi,
 )
 from profiles.api import EventsApi, ProfileDetailApi, ProfileLookupApi
+from rules.api import DecideApi, RuleDetailApi, RulesApi, SlotDetailApi, SlotsApi
 from segments.api import SegmentDetailApi, SegmentMembersApi, SegmentPreviewApi, SegmentsApi
 
 api_v1 = [
@@ -23,6 +24,11 @@ api_v1 = [
     path("segments/preview", SegmentPreviewApi.as_view(), name="segments-preview"),
     path("segments/<slug:slug>", SegmentDetailApi.as_view(), name="segment-detail"),
     path("segments/<slug:slug>/members", SegmentMembersApi.as_view(), name="segment-members"),
+    path("decide", DecideApi.as_view(), name="decide"),
+    path("slots", SlotsApi.as_view(), name="slots"),
+    path("slots/<slug:key>", SlotDetailApi.as_view(), name="slot-detail"),
+    path("rules", RulesApi.as_view(), name="rules"),
+    path("rules/<slug:key>", RuleDetailApi.as_view(), name="rule-detail"),
     path("consent", ConsentApi.as_view(), name="consent"),
     path("privacy/requests", PrivacyRequestsApi.as_view(), name="privacy-requests"),
     path(

@@ -18,13 +18,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from cdp.admin import AuditedAdminMixin
+from cdp.audit import actor_of
 from cdp.errors import ValidationFailed
 from profiles.selectors import profile_search
 from segments import services
 from segments.compiler import matching_ids
 from segments.conditions import explain
 from segments.models import Segment, SegmentSize
-from segments.selectors import profile_facts
+from segments.selectors import profile_facts, recompute_runs_recent
 
 
 class SegmentForm(forms.ModelForm):
@@ -169,15 +170,28 @@ class SegmentAdmin(AuditedAdminMixin, admin.ModelAdmin):
         url = reverse("admin:segments_segment_why", args=[obj.pk])
         return format_html('<a href="{}">Why is a profile (not) in this segment?</a>', url)
 
-    @admin.action(description="Recompute now")
+    @admin.action(description="Recompute now (on a worker)")
     def recompute_now(self, request: HttpRequest, queryset: QuerySet[Segment]) -> None:
-        for segment in services.dependency_order(queryset):
-            point = services.segment_recompute(segment=segment)
-            self.message_user(
-                request,
-                f"{segment.slug}: {point.size} members (+{point.added} −{point.removed}) "
-                f"in {point.duration_ms} ms",
-            )
+        slugs = sorted(queryset.filter(active=True).values_list("slug", flat=True))
+        if not slugs:
+            self.message_user(request, "Only active segments are recomputed.", messages.WARNING)
+            return
+        run = services.recompute_request(slugs=slugs, actor=actor_of(request.user))
+        self.message_user(
+            request,
+            f"Recompute #{run.pk} of {len(slugs)} segment(s) queued; its progress shows above the list.",
+        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        runs = recompute_runs_recent()
+        extra_context = {
+            **(extra_context or {}),
+            "recompute_runs": runs,
+            "recompute_running": any(r.status in ("queued", "running") for r in runs),
+        }
+        return super().changelist_view(request, extra_context)
 
     def get_urls(self) -> list[URLPattern]:
         extra = [

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 from consent.models import ConsentRecord, Purpose
@@ -69,6 +70,12 @@ class _Dialect:
 
     def num_param(self) -> str:
         return "%s::numeric" if self.pg else "%s"
+
+    def epoch_seconds(self, expr: str) -> str:
+        """Whole seconds since 1970 (rounded down), the clock `engagement_score` uses."""
+        if self.pg:
+            return f"FLOOR(EXTRACT(EPOCH FROM {expr}))"
+        return f"CAST(strftime('%%s', {expr}) AS INTEGER)"
 
     def days_since(self, column: str) -> str:
         if self.pg:
@@ -176,6 +183,17 @@ class Compiler:
                 "days_since_last_purchase": "last_purchase_at",
             }[name]
             return self.d.days_since(f"p.{column}"), [self.now_param]
+        if name == "engagement_score":
+            # Same arithmetic, in the same order, as segments.selectors.engagement_value.
+            now = self.d.epoch_seconds("%s::timestamptz" if self.d.pg else "%s")
+            since = self.d.epoch_seconds("p.engagement_as_of")
+            cast = "::float8" if self.d.pg else ""
+            half_life = settings.CDP["ENGAGEMENT_HALF_LIFE_DAYS"] * 86400.0
+            return (
+                "(CASE WHEN p.engagement_as_of IS NULL THEN 0.0 ELSE "
+                f"FLOOR(p.engagement_score * POWER(2.0{cast}, "
+                f"(-(CASE WHEN {now} > {since} THEN {now} - {since} ELSE 0 END)){cast} / %s{cast}) * 100.0) / 100.0 END)"
+            ), [self.now_param, self.now_param, half_life]
         return f"p.{name}", []
 
     # --- Nodes ------------------------------------------------------------------------

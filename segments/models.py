@@ -39,8 +39,20 @@ class Segment(models.Model):
 
 
 class Membership(models.Model):
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
-    profile = models.ForeignKey("profiles.Profile", on_delete=models.CASCADE, related_name="+")
+    """Derived data, rewritten by every recompute. The foreign keys are not enforced by
+    the database (`db_constraint=False`): PostgreSQL checks them with one trigger and one
+    row lock on the profile per inserted row, at commit, which was more than half of a
+    first recompute over 1M profiles (docs/benchmarks.md). Rows only ever come from a
+    query over live profiles; deletes cascade through the ORM (profile erasure and
+    merges delete memberships explicitly); a row orphaned by a profile deleted during a
+    recompute is removed by the next one."""
+
+    segment = models.ForeignKey(
+        Segment, on_delete=models.CASCADE, related_name="memberships", db_constraint=False
+    )
+    profile = models.ForeignKey(
+        "profiles.Profile", on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     since = models.DateTimeField()
 
     class Meta:
@@ -85,3 +97,34 @@ class ProfileScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model}={self.score:.3f}"
+
+
+class RecomputeRun(models.Model):
+    """One batch recompute (scheduled, from the admin, or from the command), with its
+    progress: the admin shows it while a worker runs it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    slugs = models.JSONField(
+        null=True, blank=True, help_text="Only these segments (null: all active)."
+    )
+    requested_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    current = models.SlugField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["status", "created_at"], name="recompute_run_status_idx")]
+
+    def __str__(self) -> str:
+        return f"recompute #{self.pk} {self.status} {self.done}/{self.total}"

@@ -6,14 +6,16 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from django.conf import settings
 
 from consent.selectors import consent_granted
 from profiles.models import Event, Profile
 from segments.compiler import TYPE_EVENTS
 from segments.conditions import EventFact, Facts
-from segments.models import Membership, ProfileScore
+from segments.models import Membership, ProfileScore, RecomputeRun
 
 _TYPE_NAMES = {v: k for k, v in TYPE_EVENTS.items()}
 _PLAIN_ATTRS = (
@@ -35,6 +37,23 @@ def _days_since(ts: datetime | None, now: datetime) -> int | None:
     return math.floor((now - ts).total_seconds() / 86400)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def engagement_value(score: float, as_of: datetime | None, now: datetime) -> float:
+    """The `engagement_score` attribute: the stored score decayed to `now` on a clock of
+    whole seconds, rounded down to 0.01 — the compiler does the same arithmetic in SQL,
+    so both sides agree exactly, even at a threshold."""
+    if as_of is None:
+        return 0.0
+    elapsed = max(
+        0,
+        (now - _EPOCH) // timedelta(seconds=1) - (as_of - _EPOCH) // timedelta(seconds=1),
+    )
+    half_life = settings.CDP["ENGAGEMENT_HALF_LIFE_DAYS"] * 86400.0
+    return math.floor(score * math.pow(2.0, float(-elapsed) / half_life) * 100.0) / 100.0
+
+
 def profile_facts(
     *,
     profile_ids: Iterable[uuid.UUID],
@@ -52,6 +71,7 @@ def profile_facts(
         attrs["days_since_first_seen"] = _days_since(p.first_seen_at, now)
         attrs["days_since_last_seen"] = _days_since(p.last_seen_at, now)
         attrs["days_since_last_purchase"] = _days_since(p.last_purchase_at, now)
+        attrs["engagement_score"] = engagement_value(p.engagement_score, p.engagement_as_of, now)
         out[pid] = Facts(
             traits=p.traits, attrs=attrs, events=[], segments=set(), scores={}, consent={}
         )
@@ -85,3 +105,8 @@ def profile_facts(
         facts.scores = scores.get(pid, {})
         facts.consent = consent.get(pid, {})
     return out
+
+
+def recompute_runs_recent(limit: int = 5) -> list[RecomputeRun]:
+    """The latest batch recomputes, newest first (the admin's progress panel)."""
+    return list(RecomputeRun.objects.all()[:limit])

@@ -7,9 +7,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F
@@ -20,8 +22,9 @@ from cdp.errors import ValidationFailed
 from segments.compiler import compile_condition
 from segments.conditions import ConditionError, evaluate, referenced_segments, validate
 from segments.conditions.language import event_names, max_window, uses
-from segments.models import Membership, RefreshPolicy, Segment, SegmentSize
+from segments.models import Membership, RecomputeRun, RefreshPolicy, Segment, SegmentSize
 from segments.selectors import profile_facts
+from segments.signals import memberships_changed, segments_recomputed
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +32,30 @@ logger = logging.getLogger(__name__)
 # --- Definitions ------------------------------------------------------------------------
 
 
-def condition_check(condition: Any, *, slug: str | None = None) -> Any:
-    """Validate a segment condition: node errors, unknown segments and cycles, each
-    reported as ValidationFailed naming the node."""
+def condition_check(
+    condition: Any,
+    *,
+    slug: str | None = None,
+    allow_context: bool = False,
+    field: str = "condition",
+) -> Any:
+    """Validate a condition: node errors, unknown segments and (for a segment's own
+    condition, `slug`) cycles, each reported as ValidationFailed naming the node. Rules
+    pass `allow_context` (their conditions may read the request's context)."""
     try:
-        validate(condition)
+        validate(condition, allow_context=allow_context)
     except ConditionError as exc:
         raise ValidationFailed(
-            f"condition: {exc}", details={"condition": {"path": exc.path, "reason": exc.reason}}
+            f"{field}: {exc}", details={field: {"path": exc.path, "reason": exc.reason}}
         ) from exc
     refs = referenced_segments(condition)
     known = dict(Segment.objects.values_list("slug", "condition"))
     missing = sorted(r for r in refs if r not in known and r != slug)
     if missing:
         raise ValidationFailed(
-            f"condition: unknown segment(s) {', '.join(missing)}",
+            f"{field}: unknown segment(s) {', '.join(missing)}",
             details={
-                "condition": {
+                field: {
                     "path": "segment",
                     "reason": f"unknown segment(s): {', '.join(missing)}",
                 }
@@ -95,6 +105,29 @@ def dependency_order(segments: Iterable[Segment]) -> list[Segment]:
     for s in sorted(by_slug.values(), key=lambda s: (-s.priority, s.pk or 0)):
         visit(s)
     return done
+
+
+def dependency_levels(segments: Iterable[Segment]) -> list[list[Segment]]:
+    """Segments in waves: each depends only on earlier waves (the segments it references,
+    and in its exclusive group the higher-priority ones), so one wave can be computed in
+    parallel."""
+    ordered = dependency_order(segments)
+    by_slug = {s.slug: s for s in ordered}
+    level: dict[str, int] = {}
+    for s in ordered:  # dependencies come before their users in this order
+        deps = [r for r in referenced_segments(s.condition) if r in by_slug]
+        if s.exclusive_group:
+            deps += [
+                o.slug
+                for o in ordered
+                if o.exclusive_group == s.exclusive_group
+                and (o.priority, -(o.pk or 0)) > (s.priority, -(s.pk or 0))
+            ]
+        level[s.slug] = 1 + max((level[d] for d in deps if d in level), default=-1)
+    waves: list[list[Segment]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for s in ordered:
+        waves[level[s.slug]].append(s)
+    return waves
 
 
 def segment_save(*, segment: Segment, actor: str) -> Segment:
@@ -164,7 +197,12 @@ def segment_recompute(*, segment: Segment, now: datetime | None = None) -> Segme
     sql, params = compile_condition(segment.condition, now=now)
     higher = _higher_in_group(segment)
     table = Membership._meta.db_table
+    postgres = connection.vendor == "postgresql"
     with transaction.atomic(), connection.cursor() as cursor:
+        if postgres:
+            # Room for the sorts and hashes of one set-based query over all profiles
+            # (the server default of 4 MB spills them to disk); this transaction only.
+            cursor.execute("SET LOCAL work_mem = %s", [settings.CDP["RECOMPUTE_WORK_MEM"]])
         cursor.execute("DROP TABLE IF EXISTS cdp_segment_new")
         cursor.execute(f"CREATE TEMPORARY TABLE cdp_segment_new AS {sql}", params)
         if higher:
@@ -173,19 +211,30 @@ def segment_recompute(*, segment: Segment, now: datetime | None = None) -> Segme
                 f"DELETE FROM cdp_segment_new WHERE id IN (SELECT profile_id FROM {table} WHERE segment_id IN ({marks}))",  # noqa: S608
                 higher,
             )
+        if postgres:
+            # Temporary tables are never auto-analyzed: without this the planner guesses
+            # their size and may pick a nested loop over a million rows.
+            cursor.execute("ANALYZE cdp_segment_new")
+        # Anti-joins, not NOT IN: NOT IN over a subquery that outgrows work_mem turns
+        # into a rescan per row on PostgreSQL.
         cursor.execute(
-            f"DELETE FROM {table} WHERE segment_id = %s AND profile_id NOT IN (SELECT id FROM cdp_segment_new)",  # noqa: S608
+            f"DELETE FROM {table} m WHERE m.segment_id = %s AND NOT EXISTS "  # noqa: S608
+            f"(SELECT 1 FROM cdp_segment_new n WHERE n.id = m.profile_id)"
+            if postgres
+            else f"DELETE FROM {table} WHERE segment_id = %s AND NOT EXISTS "  # noqa: S608
+            f"(SELECT 1 FROM cdp_segment_new n WHERE n.id = {table}.profile_id)",
             [segment.pk],
         )
         removed = max(cursor.rowcount, 0)
+        # In profile order: the (segment, profile) index then fills page after page
+        # instead of touching a random page per row.
         cursor.execute(
             f"INSERT INTO {table} (segment_id, profile_id, since) SELECT %s, n.id, %s FROM cdp_segment_new n "  # noqa: S608
-            f"WHERE n.id NOT IN (SELECT profile_id FROM {table} WHERE segment_id = %s)",
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} m WHERE m.segment_id = %s AND m.profile_id = n.id) "
+            f"ORDER BY n.id",
             [
                 segment.pk,
-                now
-                if connection.vendor == "postgresql"
-                else connection.ops.adapt_datetimefield_value(now),
+                now if postgres else connection.ops.adapt_datetimefield_value(now),
                 segment.pk,
             ],
         )
@@ -205,24 +254,124 @@ def segment_recompute(*, segment: Segment, now: datetime | None = None) -> Segme
     return point
 
 
+def _recompute_in_thread(segment: Segment, now: datetime) -> SegmentSize:
+    try:
+        return segment_recompute(segment=segment, now=now)
+    finally:
+        connection.close()  # this thread's own connection
+
+
 def segments_recompute_all(
     *,
     now: datetime | None = None,
     only: Iterable[str] | None = None,
     progress: Callable[[Segment, SegmentSize], object] | None = None,
+    run: RecomputeRun | None = None,
 ) -> list[SegmentSize]:
-    """Recompute active segments in dependency order (memory stays in the database)."""
+    """Recompute active segments in dependency order (memory stays in the database).
+
+    With a `run`, its progress (done/total, the segment being computed) is written as it
+    goes, outside the recompute transactions, so the admin can show it while it runs."""
     now = now or timezone.now()
     segments = Segment.objects.filter(active=True)
     if only is not None:
         segments = segments.filter(slug__in=list(only))
-    points = []
-    for segment in dependency_order(segments):
-        point = segment_recompute(segment=segment, now=now)
+    waves = dependency_levels(segments)
+    # Parallel connections only see committed data: inside a caller's transaction, stay
+    # in it (serially). SQLite has one writer anyway.
+    workers = (
+        1
+        if connection.vendor != "postgresql" or connection.in_atomic_block
+        else max(1, int(settings.CDP["RECOMPUTE_PARALLEL"]))
+    )
+    if run is not None:
+        run.status, run.started_at, run.total, run.done = (
+            RecomputeRun.Status.RUNNING,
+            timezone.now(),
+            sum(len(w) for w in waves),
+            0,
+        )
+        run.save(update_fields=["status", "started_at", "total", "done"])
+    points: list[SegmentSize] = []
+
+    def finished(segment: Segment, point: SegmentSize) -> None:
         points.append(point)
+        if run is not None:
+            run.done += 1
+            RecomputeRun.objects.filter(pk=run.pk).update(done=run.done)
         if progress:
             progress(segment, point)
+
+    try:
+        for wave in waves:
+            if run is not None:
+                RecomputeRun.objects.filter(pk=run.pk).update(
+                    current=", ".join(s.slug for s in wave)[:100]
+                )
+            if workers == 1 or len(wave) == 1:
+                for segment in wave:
+                    finished(segment, segment_recompute(segment=segment, now=now))
+                continue
+            with ThreadPoolExecutor(max_workers=min(workers, len(wave))) as pool:
+                futures = {
+                    pool.submit(_recompute_in_thread, segment, now): segment for segment in wave
+                }
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+    except Exception as exc:
+        if run is not None:
+            RecomputeRun.objects.filter(pk=run.pk).update(
+                status=RecomputeRun.Status.FAILED,
+                finished_at=timezone.now(),
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+            )
+        raise
+    segments_recomputed.send(sender=Segment, slugs=[p.segment.slug for p in points])
+    if run is not None:
+        RecomputeRun.objects.filter(pk=run.pk).update(
+            status=RecomputeRun.Status.DONE, finished_at=timezone.now(), current=""
+        )
     return points
+
+
+RUNS_KEPT_DAYS = 30
+
+
+def recompute_request(*, slugs: list[str] | None, actor: str) -> RecomputeRun:
+    """Queue a recompute on a worker (the admin's "Recompute now"): answers at once; the
+    run's row shows progress. Audited."""
+    from segments.tasks import segments_recompute
+
+    run = RecomputeRun.objects.create(slugs=slugs, requested_by=actor)
+    audit_record(
+        actor=actor,
+        action="segments.recompute_requested",
+        object_type="segments.recomputerun",
+        object_id=run.pk,
+        details={"slugs": slugs},
+    )
+    transaction.on_commit(lambda: segments_recompute.delay(slugs, run.pk))
+    return run
+
+
+def recompute_run_execute(
+    *,
+    run_id: int | None,
+    slugs: list[str] | None,
+    requested_by: str = "system:schedule",
+    progress: Callable[[Segment, SegmentSize], object] | None = None,
+) -> list[SegmentSize]:
+    """Run a queued recompute (or a scheduled or command one, which gets its own run
+    row, so the admin shows its progress too); old run rows are pruned."""
+    run = (
+        RecomputeRun.objects.filter(pk=run_id).first()
+        if run_id is not None
+        else RecomputeRun.objects.create(slugs=slugs, requested_by=requested_by)
+    )
+    RecomputeRun.objects.filter(
+        created_at__lt=timezone.now() - timedelta(days=RUNS_KEPT_DAYS)
+    ).exclude(status=RecomputeRun.Status.RUNNING).delete()
+    return segments_recompute_all(only=slugs, progress=progress, run=run)
 
 
 def segments_sweep_windows(*, now: datetime | None = None) -> int:
@@ -294,6 +443,7 @@ def realtime_refresh(
     since = None if unbounded else now - timedelta(seconds=max(windows or [0]))
     facts = profile_facts(profile_ids=profile_ids, now=now, event_names=names, since=since)
     added = removed = 0
+    changed: set[uuid.UUID] = set()
     with transaction.atomic():
         for segment in segments:
             higher = set(_higher_in_group(segment))
@@ -317,6 +467,7 @@ def realtime_refresh(
                 if pid not in blocked and evaluate(segment.condition, f, now)
             }
             join, leave = should - current, current - should
+            changed |= join | leave
             if leave:
                 Membership.objects.filter(segment=segment, profile_id__in=leave).delete()
             if join:
@@ -335,4 +486,6 @@ def realtime_refresh(
                     facts[pid].segments.discard(segment.slug)
             added += len(join)
             removed += len(leave)
+    if changed:
+        memberships_changed.send(sender=Membership, profile_ids=sorted(changed))
     return {"added": added, "removed": removed}

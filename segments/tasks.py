@@ -15,8 +15,8 @@ def segments_profiles_refresh(profile_ids: list[str]) -> None:
 
 
 @shared_task(ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
-def segments_recompute(slugs: list[str] | None = None) -> None:
-    services.segments_recompute_all(only=slugs)
+def segments_recompute(slugs: list[str] | None = None, run_id: int | None = None) -> None:
+    services.recompute_run_execute(run_id=run_id, slugs=slugs)
 
 
 @shared_task(ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)

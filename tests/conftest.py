@@ -17,13 +17,20 @@ from profiles.services import SourceKeys, source_create
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
+    from rules import decide, decisionlog
     from segments.services import realtime_flag_reset
 
     realtime_flag_reset()
+    decide.reset()
+    # Decisions are written by flush() in the test's own thread (and transaction).
+    decisionlog.autostart = False
+    decisionlog.discard()
     cache.clear()
     source_key_cache_clear()
     schemas_invalidate()
     yield
+    decisionlog.discard()
+    decide.reset()
     source_key_cache_clear()
     schemas_invalidate()
     user_agent_is_bot.cache_clear()

@@ -5,6 +5,7 @@ one profile in memory; `segments.compiler` turns it into one SQL query over all
 profiles. The two must agree on every input (tests/segments/test_agreement.py).
 """
 
+from segments.conditions.describe import describe
 from segments.conditions.evaluate import evaluate, explain
 from segments.conditions.language import (
     ATTRS,
@@ -22,6 +23,7 @@ __all__ = [
     "ConditionError",
     "EventFact",
     "Facts",
+    "describe",
     "evaluate",
     "event_names",
     "explain",

@@ -50,6 +50,7 @@ ATTRS = {
     "days_since_first_seen",
     "days_since_last_seen",
     "days_since_last_purchase",
+    "engagement_score",
 }
 CONTEXT_KEYS = {
     "page",

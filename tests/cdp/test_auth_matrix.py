@@ -20,6 +20,8 @@ from consent.models import DataSubjectRequest, RequestStatus, RequestType, Subje
 from profiles.models import Identity, IdentityKind, Profile
 from profiles.selectors import source_key_cache_clear
 from profiles.services import SourceKeys
+from rules import services as rules_services
+from rules.models import Rule, Slot
 from segments.models import Membership, Segment
 
 PUBLIC, WRITE, SECRET = "public", "write", "secret"
@@ -27,6 +29,8 @@ KNOWN_USER_ID = "u-matrix"
 KNOWN_REQUEST_ID = uuid.UUID("00000000-0000-4000-8000-00000000a11c")
 KNOWN_SEGMENT = "matrix-segment"
 SEGMENT_CONDITION = {"trait": "plan", "op": "eq", "value": "pro"}
+KNOWN_SLOT = "matrix_slot"
+KNOWN_RULE = "matrix-rule"
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,53 @@ ENDPOINTS = [
     Endpoint("DELETE", "/api/v1/segments/{segment}", SECRET, ok=204),
     Endpoint("GET", "/api/v1/segments/{segment}/members?limit=10", SECRET),
     Endpoint("POST", "/api/v1/segments/preview", SECRET, body={"condition": SEGMENT_CONDITION}),
+    Endpoint(
+        "POST",
+        "/api/v1/decide",
+        WRITE,
+        body={"user_id": KNOWN_USER_ID, "slots": [KNOWN_SLOT], "context": {"device": "mobile"}},
+    ),
+    Endpoint("GET", "/api/v1/slots", SECRET),
+    Endpoint(
+        "POST",
+        "/api/v1/slots",
+        SECRET,
+        ok=201,
+        body={"key": "matrix_new", "variants": [{"key": "a", "content": {"title": "A"}}]},
+    ),
+    Endpoint("GET", "/api/v1/slots/{slot}", SECRET),
+    Endpoint("PUT", "/api/v1/slots/{slot}", SECRET, body={"key": KNOWN_SLOT, "strategy": "random"}),
+    Endpoint("PATCH", "/api/v1/slots/{slot}", SECRET, body={"description": "Hero"}),
+    Endpoint("DELETE", "/api/v1/slots/{slot}", SECRET, ok=204),
+    Endpoint("GET", "/api/v1/rules", SECRET),
+    Endpoint(
+        "POST",
+        "/api/v1/rules",
+        SECRET,
+        ok=201,
+        body={
+            "key": "matrix-new-rule",
+            "slot": KNOWN_SLOT,
+            "name": "New",
+            "condition": {"context": "device", "op": "eq", "value": "mobile"},
+            "variant": "promo",
+        },
+    ),
+    Endpoint("GET", "/api/v1/rules/{rule}", SECRET),
+    Endpoint(
+        "PUT",
+        "/api/v1/rules/{rule}",
+        SECRET,
+        body={
+            "key": KNOWN_RULE,
+            "slot": KNOWN_SLOT,
+            "name": "Replaced",
+            "condition": SEGMENT_CONDITION,
+            "variant": "promo",
+        },
+    ),
+    Endpoint("PATCH", "/api/v1/rules/{rule}", SECRET, body={"priority": 5}),
+    Endpoint("DELETE", "/api/v1/rules/{rule}", SECRET, ok=204),
     Endpoint("GET", "/healthz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/readyz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/api/schema/?format=json", PUBLIC, refuses_wrong_key=False),
@@ -124,6 +175,23 @@ def known_profile(db: Any, privacy_export_dir: Any) -> Profile:
     # … and a segment they are a member of
     segment = Segment.objects.create(slug=KNOWN_SEGMENT, name="Matrix", condition=SEGMENT_CONDITION)
     Membership.objects.create(segment=segment, profile=profile, since=now)
+    # … and a slot with a rule
+    slot = rules_services.slot_save(
+        slot=Slot(key=KNOWN_SLOT),
+        actor="test",
+        variants=[{"key": "base"}, {"key": "promo", "title": "Promo"}],
+        default_variant="base",
+    )
+    rules_services.rule_save(
+        rule=Rule(
+            key=KNOWN_RULE,
+            slot=slot,
+            name="Matrix",
+            condition=SEGMENT_CONDITION,
+            variant=slot.variants.get(key="promo"),
+        ),
+        actor="test",
+    )
     return profile
 
 
@@ -133,6 +201,8 @@ def call(client: APIClient, ep: Endpoint, profile: Profile, **headers: Any) -> A
         user_id=KNOWN_USER_ID,
         request_id=KNOWN_REQUEST_ID,
         segment=KNOWN_SEGMENT,
+        slot=KNOWN_SLOT,
+        rule=KNOWN_RULE,
     )
     if ep.method == "GET":
         response = client.get(path, **headers)

@@ -7,8 +7,8 @@ import pytest
 from django.urls import reverse
 
 from cdp.models import AuditEvent
-from segments.models import Segment, SegmentSize
-from segments.services import segment_recompute
+from segments.models import Membership, RecomputeRun, Segment, SegmentSize
+from segments.services import recompute_run_execute, segment_recompute
 from tests.conftest import post_events
 
 CART = {"event": "add_to_cart", "within": "24h"}
@@ -91,14 +91,40 @@ def test_why_explains_each_node_for_a_profile(superuser_client, shoppers):
 
 
 @pytest.mark.django_db
-def test_recompute_action_and_size_chart(superuser_client, shoppers):
+def test_recompute_action_queues_a_run_whose_progress_the_list_shows(
+    superuser_client, shoppers, celery_queued, django_capture_on_commit_callbacks
+):
     segment = Segment.objects.create(slug="carts", name="Carts", condition=CART, refresh="manual")
-    response = superuser_client.post(
-        reverse("admin:segments_segment_changelist"),
-        {"action": "recompute_now", "_selected_action": [segment.pk]},
-        follow=True,
-    )
-    assert "Carts: 1 members" in response.content.decode()  # the admin capitalizes messages
+    # When the marketer asks for a recompute, the page answers at once: the work is queued
+    with django_capture_on_commit_callbacks(execute=True):
+        response = superuser_client.post(
+            reverse("admin:segments_segment_changelist"),
+            {"action": "recompute_now", "_selected_action": [segment.pk]},
+            follow=True,
+        )
+    assert celery_queued == ["segments.tasks.segments_recompute"]
+    page = response.content.decode()
+    run = RecomputeRun.objects.get()
+    assert f"Recompute #{run.pk} of 1 segment(s) queued" in page
+    assert 'id="recompute-runs"' in page
+    assert "Queued" in page
+    assert '<meta http-equiv="refresh"' in page  # the list follows the run while it works
+    assert AuditEvent.objects.filter(action="segments.recompute_requested").exists()
+    assert not Membership.objects.exists()
+
+    # When a worker runs it, the list shows it finished, with nothing left to follow
+    recompute_run_execute(run_id=run.pk, slugs=run.slugs)
+    page = superuser_client.get(reverse("admin:segments_segment_changelist")).content.decode()
+    assert "Done" in page
+    assert "1/1" in page
+    assert '<meta http-equiv="refresh"' not in page
+    assert Membership.objects.filter(segment=segment).count() == 1
+
+
+@pytest.mark.django_db
+def test_size_chart_after_two_recomputes(superuser_client, shoppers):
+    segment = Segment.objects.create(slug="carts", name="Carts", condition=CART, refresh="manual")
+    segment_recompute(segment=segment)
     segment_recompute(segment=segment)
     assert SegmentSize.objects.filter(segment=segment).count() == 2
     page = superuser_client.get(

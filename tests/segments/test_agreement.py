@@ -76,6 +76,7 @@ attrs = st.builds(
             "rfm_recency",
             "days_since_last_seen",
             "days_since_last_purchase",
+            "engagement_score",
         ]
     ),
     comparison(numbers),
@@ -155,6 +156,14 @@ profile_st = st.fixed_dictionaries(
         "rfm_recency": st.one_of(st.none(), st.integers(1, 5)),
         "last_seen_days": st.one_of(st.none(), st.integers(0, 9)),
         "last_purchase_days": st.one_of(st.none(), st.integers(0, 9)),
+        # (score, seconds ago incl. fractions and the future): decayed, then compared
+        "engagement": st.one_of(
+            st.none(),
+            st.tuples(
+                st.sampled_from([0.0, 1.0, 2.5, 3.0, 7.3, 10.0, 12.5]),
+                st.sampled_from([0, 0.5, 1, 59.9, 3600, 14 * 86400, 14 * 86400 + 0.25, -30]),
+            ),
+        ),
         "events": st.lists(event_st, max_size=5),
         "segments": st.sets(st.sampled_from(["seg-a", "seg-b"])),
         "score": st.one_of(st.none(), numbers),
@@ -201,6 +210,10 @@ def test_sql_and_memory_evaluators_agree(condition, people):
                 last_purchase_at=None
                 if person["last_purchase_days"] is None
                 else NOW - timedelta(days=person["last_purchase_days"]),
+                engagement_score=0.0 if person["engagement"] is None else person["engagement"][0],
+                engagement_as_of=None
+                if person["engagement"] is None
+                else NOW - timedelta(seconds=person["engagement"][1]),
             )
             ids.append(p.pk)
             for i, e in enumerate(person["events"]):

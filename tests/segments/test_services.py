@@ -129,6 +129,21 @@ def test_dependency_order_puts_referenced_segments_first():
     assert order.index("a") < order.index("b") < order.index("c")
 
 
+def test_dependency_levels_let_only_independent_segments_share_a_wave():
+    # Given a chain, a free-standing segment, and an exclusive group of two
+    make("a", PRO)
+    make("b", {"segment": "a"}, priority=5)
+    make("free", {"consent": "marketing"})
+    make("gold", PRO, exclusive_group="tier", priority=9)
+    make("silver", PRO, exclusive_group="tier", priority=1)
+
+    # When they are split into waves computed in parallel
+    waves = [sorted(s.slug for s in w) for w in services.dependency_levels(Segment.objects.all())]
+
+    # Then a referenced segment, and the higher-priority member of a group, come a wave earlier
+    assert waves == [["a", "free", "gold"], ["b", "silver"]]
+
+
 def test_delete_refuses_a_segment_another_refers_to():
     a = make("a", PRO)
     b = make("b", {"not": {"segment": "a"}})

@@ -18,7 +18,7 @@ from cdp.celery import app
 from profiles.models import Identity
 from segments import services
 from segments.compiler import matching_ids
-from segments.models import Membership, RefreshPolicy, Segment
+from segments.models import Membership, RecomputeRun, RefreshPolicy, Segment
 from segments.tasks import segments_recompute
 from tests.conftest import post_events
 
@@ -155,3 +155,26 @@ def test_worker_makes_a_new_cart_visitor_a_member_in_real_time(write_client, cel
     assert _wait_for(lambda: members("carts") == {visitor}, timeout=5.0)
     assert time.monotonic() - started < 5.0
     assert _wait_for(lambda: Segment.objects.get(slug="carts").size == 1, timeout=5.0)
+
+
+@pytest.mark.integration
+def test_a_recompute_queued_from_the_admin_runs_on_the_worker_with_progress(
+    source, secret_client, celery_worker
+):
+    # Given two segments, one using the other, and a cart event
+    make("carts", CART)
+    make("pro-carts", PRO_CARTS, refresh=RefreshPolicy.MANUAL)
+    post_events(secret_client, {"type": "track", "event": "add_to_cart", "user_id": "u1"})
+
+    # When a marketer asks for a recompute (the admin action calls this service)
+    run = services.recompute_request(slugs=["carts", "pro-carts"], actor="user:marketer")
+
+    # Then the request answered before the work was done, and the worker finishes it
+    assert run.status == "queued"
+    assert _wait_for(lambda: RecomputeRun.objects.get(pk=run.pk).status == "done")
+    run = _read(lambda: RecomputeRun.objects.get(pk=run.pk))
+    assert (run.done, run.total, run.current) == (2, 2, "")
+    assert run.started_at is not None
+    assert run.finished_at is not None
+    buyer = _read(lambda: Identity.objects.get(kind="user_id", value="u1").profile_id)
+    assert _read(lambda: members("carts")) == {buyer}

@@ -13,6 +13,7 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from profiles.demo import demo_data_load, demo_source_ensure
+from rules.demo import demo_rules_ensure
 from segments.demo import demo_segments_ensure
 from segments.services import segments_recompute_all
 
@@ -49,3 +50,5 @@ class Command(BaseCommand):
         demo_segments_ensure()
         for point in segments_recompute_all():
             self.stdout.write(f"segment {point.segment.slug}: {point.size} members")
+        slots, rules = demo_rules_ensure()
+        self.stdout.write(f"demo personalization: {len(slots)} new slots, {len(rules)} new rules")

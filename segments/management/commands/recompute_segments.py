@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from segments.models import Segment, SegmentSize
-from segments.services import segments_recompute_all
+from segments.services import recompute_run_execute
 
 
 class Command(BaseCommand):
@@ -33,7 +33,12 @@ class Command(BaseCommand):
                 bar.set_postfix_str(f"{segment.slug}: {point.size} in {point.duration_ms} ms")
                 bar.update(1)
 
-            points = segments_recompute_all(only=slugs, progress=progress)
+            points = recompute_run_execute(
+                run_id=None,
+                slugs=slugs,
+                requested_by="command:recompute_segments",
+                progress=progress,
+            )
         for point in points:
             self.stdout.write(
                 f"{point.segment.slug}: {point.size} members (+{point.added} -{point.removed}) in {point.duration_ms} ms"

@@ -1,0 +1,564 @@
+"""`POST /decide` and the management API for slots and rules. Thin: validate, call the
+decider or one service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cdp.auth import HasSecretKey, HasWriteKey, request_actor
+from cdp.errors import NotFound, ValidationFailed
+from cdp.openapi import error_responses
+from profiles import keys
+from profiles.api import ingest_context
+from profiles.models import IdentityKind
+from profiles.validation import Id, errors_by_field
+from rules import decide as decider
+from rules import services
+from rules.models import ContentVariant, Rule, Slot, Strategy
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Text = Field(default=None, min_length=1, max_length=2000)
+
+
+class UtmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str | None = Field(default=None, max_length=200)
+    medium: str | None = Field(default=None, max_length=200)
+    campaign: str | None = Field(default=None, max_length=200)
+    term: str | None = Field(default=None, max_length=200)
+    content: str | None = Field(default=None, max_length=200)
+
+
+class ContextIn(BaseModel):
+    """The request's context. `hour` and `weekday` default to the visitor's local time
+    when `timezone` is given, else UTC."""
+
+    model_config = ConfigDict(extra="forbid")
+    page: str | None = Text
+    device: Literal["mobile", "tablet", "desktop"] | None = None
+    locale: str | None = Field(default=None, min_length=2, max_length=35)
+    referrer: str | None = Text
+    utm: UtmIn | None = None
+    hour: int | None = Field(default=None, ge=0, le=23)
+    weekday: Literal[WEEKDAYS] | None = None  # type: ignore[valid-type]
+    timezone: str | None = Field(default=None, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown time zone (use an IANA name such as Europe/Paris)") from exc
+        return value
+
+
+class DecideIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: Id | None = None
+    anonymous_id: Id | None = None
+    user_hash: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    slots: list[str] = Field(min_length=1, max_length=20)
+    context: ContextIn = Field(default_factory=ContextIn)
+
+
+def _device(user_agent: str) -> str:
+    ua = user_agent.lower()
+    if "ipad" in ua or "tablet" in ua or ("android" in ua and "mobile" not in ua):
+        return "tablet"
+    if "mobi" in ua or "iphone" in ua or "android" in ua:
+        return "mobile"
+    return "desktop"
+
+
+def context_facts(ctx: ContextIn, *, user_agent: str, now: datetime) -> dict[str, Any]:
+    """The context keys conditions read (docs/conditions.md)."""
+    local = now.astimezone(ZoneInfo(ctx.timezone)) if ctx.timezone else now.astimezone(UTC)
+    out: dict[str, Any] = {
+        "hour": ctx.hour if ctx.hour is not None else local.hour,
+        "weekday": ctx.weekday or WEEKDAYS[local.weekday()],
+        "device": ctx.device or (_device(user_agent) if user_agent else None),
+    }
+    for name in ("page", "locale", "referrer"):
+        out[name] = getattr(ctx, name)
+    if ctx.utm is not None:
+        for name in ("source", "medium", "campaign", "term", "content"):
+            out[f"utm_{name}"] = getattr(ctx.utm, name)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+DecideRequest = inline_serializer(
+    "DecideRequest",
+    {
+        "user_id": serializers.CharField(required=False),
+        "anonymous_id": serializers.CharField(required=False),
+        "user_hash": serializers.CharField(required=False),
+        "slots": serializers.ListField(child=serializers.CharField()),
+        "context": serializers.DictField(required=False),
+    },
+)
+DecideResponse = inline_serializer(
+    "DecideResponse",
+    {
+        "profile_id": serializers.UUIDField(allow_null=True),
+        "decisions": serializers.DictField(
+            child=inline_serializer(
+                "SlotDecision",
+                {
+                    "variant": serializers.CharField(allow_null=True),
+                    "content": serializers.DictField(),
+                    "source": serializers.ChoiceField(
+                        choices=["rule", "experiment", "recommendation", "default"]
+                    ),
+                    "rule": serializers.CharField(required=False),
+                    "experiment": serializers.DictField(required=False),
+                    "reason": serializers.CharField(),
+                    "decision_id": serializers.UUIDField(),
+                },
+            )
+        ),
+    },
+)
+
+
+class DecideApi(APIView):
+    permission_classes = [HasWriteKey]
+    max_body_bytes = 16 * 1024
+
+    @extend_schema(
+        operation_id="decide",
+        summary="What to show this visitor in these slots, with the reason",
+        request=DecideRequest,
+        responses={200: DecideResponse, **error_responses(400, 401, 403, 413)},
+        tags=["decide"],
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            data = DecideIn.model_validate(request.data)
+        except ValidationError as exc:
+            raise ValidationFailed(
+                "invalid decide request: "
+                + "; ".join(f"{k}: {v[0]}" for k, v in errors_by_field(exc).items()),
+                details=errors_by_field(exc),
+            ) from exc
+        if data.user_id is None and data.anonymous_id is None:
+            raise ValidationFailed(
+                "user_id: give user_id or anonymous_id (or both)",
+                details={"user_id": ["give user_id or anonymous_id (or both)"]},
+            )
+        ctx = ingest_context(request)
+        identity: list[tuple[str, str]] = []
+        if data.user_id is not None:
+            if ctx.trusted or not ctx.require_identity_verification:
+                identity.append((IdentityKind.USER_ID.value, data.user_id))
+            elif data.user_hash is not None:
+                if not keys.user_hash_valid(ctx.identity_secret, data.user_id, data.user_hash):
+                    raise ValidationFailed(
+                        "user_hash: does not match user_id",
+                        details={"user_hash": ["does not match user_id"]},
+                    )
+                identity.append((IdentityKind.USER_ID.value, data.user_id))
+            elif data.anonymous_id is None:
+                raise ValidationFailed(
+                    "user_hash: required: this source verifies user_id with user_hash",
+                    details={"user_hash": ["required"]},
+                )
+        if data.anonymous_id is not None:
+            identity.append((IdentityKind.ANONYMOUS_ID.value, data.anonymous_id))
+        slots = list(dict.fromkeys(data.slots))
+        context = context_facts(
+            data.context, user_agent=request.headers.get("User-Agent", ""), now=ctx.received_at
+        )
+        try:
+            profile_id, decisions, ids = decider.decide(
+                identity_keys=identity,
+                slots=slots,
+                context=context,
+                source_id=ctx.source_id,
+                now=ctx.received_at,
+            )
+        except decider.UnknownSlots as exc:
+            raise ValidationFailed(
+                f"slots: unknown slot(s) {', '.join(exc.unknown)}",
+                details={"slots": [f"unknown: {', '.join(exc.unknown)}"], "known_slots": exc.known},
+                code="unknown_slot",
+            ) from exc
+        return Response(
+            {
+                "profile_id": profile_id,
+                "decisions": {k: d.as_json(ids[k]) for k, d in decisions.items()},
+            }
+        )
+
+
+# --- Management API --------------------------------------------------------------------------
+
+
+class VariantSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=100)
+    content = serializers.DictField(required=False, default=dict)
+
+    def validate_content(self, value: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"title", "body", "image_url", "cta", "data", "html"}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise serializers.ValidationError(
+                f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
+            )
+        for name in ("title", "body", "image_url", "html"):
+            if name in value and not isinstance(value[name], str):
+                raise serializers.ValidationError(f"{name}: must be a string")
+        cta = value.get("cta", {})
+        if (
+            not isinstance(cta, dict)
+            or set(cta) - {"label", "url"}
+            or not all(isinstance(v, str) for v in cta.values())
+        ):
+            raise serializers.ValidationError('cta: must be {"label": "…", "url": "…"}')
+        url_field = serializers.URLField(allow_blank=True)
+        for name, raw in (
+            ("image_url", value.get("image_url", "")),
+            ("cta.url", cta.get("url", "")),
+        ):
+            try:
+                url_field.run_validation(raw)
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError(f"{name}: must be a URL") from exc
+        if "data" in value and not isinstance(value["data"], dict):
+            raise serializers.ValidationError("data: must be an object")
+        return value
+
+
+def _variant_fields(content: dict[str, Any]) -> dict[str, Any]:
+    cta = content.get("cta") or {}
+    return {
+        "title": content.get("title", ""),
+        "body": content.get("body", ""),
+        "image_url": content.get("image_url", ""),
+        "cta_label": cta.get("label", ""),
+        "cta_url": cta.get("url", ""),
+        "data": content.get("data", {}),
+        "html": content.get("html", ""),
+    }
+
+
+class SlotSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    strategy = serializers.ChoiceField(
+        choices=["first_match", "score_sorted", "random"], default="first_match"
+    )
+    control_percent = serializers.FloatField(
+        required=False, default=0.0, min_value=0.0, max_value=100.0
+    )
+    default_variant = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    variants = VariantSerializer(many=True, required=False)
+
+
+def _slot_out(slot: Slot) -> dict[str, Any]:
+    return {
+        "key": slot.key,
+        "description": slot.description,
+        "strategy": slot.strategy,
+        "control_percent": slot.control_percent,
+        "default_variant": slot.default_variant.key if slot.default_variant else None,
+        "variants": [{"key": v.key, "content": v.content()} for v in slot.variants.all()],
+        "rules": list(slot.rules.order_by("-priority", "key").values_list("key", flat=True)),
+    }
+
+
+def _slot_get(key: str) -> Slot:
+    slot = Slot.objects.select_related("default_variant").filter(key=key).first()
+    if slot is None:
+        raise NotFound(f"No slot {key!r}.")
+    return slot
+
+
+def _slot_write(request: Request, slot: Slot | None, partial: bool) -> Slot:
+    data = SlotSerializer(data=request.data, partial=partial)
+    data.is_valid(raise_exception=True)
+    v = data.validated_data
+    if slot is None:
+        if Slot.objects.filter(key=v["key"]).exists():
+            raise ValidationFailed(
+                f"key: a slot {v['key']!r} exists", details={"key": ["already exists"]}
+            )
+        slot = Slot(key=v["key"])
+    elif "key" in v and v["key"] != slot.key:
+        raise ValidationFailed("key: cannot be changed", details={"key": ["cannot be changed"]})
+    for name in ("description", "strategy", "control_percent"):
+        if name in v and (not partial or name in request.data):
+            setattr(slot, name, v[name])
+    variants = None
+    if "variants" in v:
+        variants = [
+            {"key": x["key"], **_variant_fields(x.get("content") or {})} for x in v["variants"]
+        ]
+    # None leaves the default as it is; "" (or null) clears it.
+    default = (v.get("default_variant") or "") if "default_variant" in request.data else None
+    return services.slot_save(
+        slot=slot, actor=request_actor(request), variants=variants, default_variant=default
+    )
+
+
+class SlotOut(serializers.Serializer):
+    key = serializers.CharField()
+    description = serializers.CharField()
+    strategy = serializers.CharField()
+    control_percent = serializers.FloatField()
+    default_variant = serializers.CharField(allow_null=True)
+    variants = VariantSerializer(many=True)
+    rules = serializers.ListField(
+        child=serializers.CharField(), help_text="rule keys in the order they are tried"
+    )
+
+
+class SlotsApi(APIView):
+    permission_classes = [HasSecretKey]
+
+    @extend_schema(
+        operation_id="slots_list",
+        parameters=[OpenApiParameter("strategy", str, description="only slots with this strategy")],
+        responses={200: SlotOut(many=True), **error_responses(400, 401, 403)},
+        tags=["slots"],
+    )
+    def get(self, request: Request) -> Response:
+        slots = Slot.objects.select_related("default_variant").prefetch_related("variants")
+        strategy = request.query_params.get("strategy")
+        if strategy is not None:
+            if strategy not in Strategy.values:
+                raise ValidationFailed(
+                    f"strategy: must be one of {', '.join(Strategy.values)}",
+                    details={"strategy": [f"one of {', '.join(Strategy.values)}"]},
+                )
+            slots = slots.filter(strategy=strategy)
+        return Response([_slot_out(s) for s in slots])
+
+    @extend_schema(
+        operation_id="slots_create",
+        request=SlotSerializer,
+        responses={201: SlotOut, **error_responses(400, 401, 403)},
+        tags=["slots"],
+    )
+    def post(self, request: Request) -> Response:
+        return Response(
+            _slot_out(_slot_write(request, None, False)), status=status.HTTP_201_CREATED
+        )
+
+
+class SlotDetailApi(APIView):
+    permission_classes = [HasSecretKey]
+
+    @extend_schema(
+        operation_id="slots_retrieve",
+        responses={200: SlotOut, **error_responses(401, 403, 404)},
+        tags=["slots"],
+    )
+    def get(self, request: Request, key: str) -> Response:
+        return Response(_slot_out(_slot_get(key)))
+
+    @extend_schema(
+        operation_id="slots_update",
+        request=SlotSerializer,
+        responses={200: SlotOut, **error_responses(400, 401, 403, 404)},
+        tags=["slots"],
+    )
+    def put(self, request: Request, key: str) -> Response:
+        return Response(_slot_out(_slot_write(request, _slot_get(key), False)))
+
+    @extend_schema(
+        operation_id="slots_partial_update",
+        request=SlotSerializer,
+        responses={200: SlotOut, **error_responses(400, 401, 403, 404)},
+        tags=["slots"],
+    )
+    def patch(self, request: Request, key: str) -> Response:
+        return Response(_slot_out(_slot_write(request, _slot_get(key), True)))
+
+    @extend_schema(
+        operation_id="slots_destroy",
+        responses={204: None, **error_responses(401, 403, 404)},
+        tags=["slots"],
+    )
+    def delete(self, request: Request, key: str) -> Response:
+        services.slot_delete(slot=_slot_get(key), actor=request_actor(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FrequencyCapSerializer(serializers.Serializer):
+    count = serializers.IntegerField(min_value=1)
+    per = serializers.ChoiceField(choices=["day", "week", "session"])
+
+
+class ScoringItemSerializer(serializers.Serializer):
+    condition = serializers.JSONField()
+    points = serializers.FloatField()
+
+
+class RuleSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=100)
+    slot = serializers.SlugField(max_length=100)
+    name = serializers.CharField(max_length=200)
+    condition = serializers.JSONField()
+    variant = serializers.SlugField(max_length=100)
+    priority = serializers.IntegerField(default=0)
+    enabled = serializers.BooleanField(default=True)
+    starts_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    ends_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    frequency_cap = FrequencyCapSerializer(required=False, allow_null=True, default=None)
+    scoring = ScoringItemSerializer(many=True, required=False, default=list)
+    weight = serializers.FloatField(required=False, default=1.0, min_value=0.0)
+
+
+def _rule_out(rule: Rule) -> dict[str, Any]:
+    return {
+        "key": rule.key,
+        "slot": rule.slot.key,
+        "name": rule.name,
+        "condition": rule.condition,
+        "variant": rule.variant.key,
+        "priority": rule.priority,
+        "enabled": rule.enabled,
+        "starts_at": rule.starts_at,
+        "ends_at": rule.ends_at,
+        "frequency_cap": {"count": rule.frequency_cap_count, "per": rule.frequency_cap_per}
+        if rule.frequency_cap_per
+        else None,
+        "scoring": rule.scoring,
+        "weight": rule.weight,
+    }
+
+
+def _rule_get(key: str) -> Rule:
+    rule = Rule.objects.select_related("slot", "variant").filter(key=key).first()
+    if rule is None:
+        raise NotFound(f"No rule {key!r}.")
+    return rule
+
+
+def _rule_write(request: Request, rule: Rule | None, partial: bool) -> Rule:
+    data = RuleSerializer(data=request.data, partial=partial)
+    data.is_valid(raise_exception=True)
+    v = {k: val for k, val in data.validated_data.items() if not partial or k in request.data}
+    if rule is None:
+        if Rule.objects.filter(key=v["key"]).exists():
+            raise ValidationFailed(
+                f"key: a rule {v['key']!r} exists", details={"key": ["already exists"]}
+            )
+        rule = Rule(key=v["key"])
+    elif "key" in v and v["key"] != rule.key:
+        raise ValidationFailed("key: cannot be changed", details={"key": ["cannot be changed"]})
+    if "slot" in v:
+        slot = Slot.objects.filter(key=v["slot"]).first()
+        if slot is None:
+            raise ValidationFailed(
+                f"slot: no slot {v['slot']!r}", details={"slot": [f"no slot {v['slot']!r}"]}
+            )
+        rule.slot = slot
+    if "variant" in v:
+        variant = ContentVariant.objects.filter(slot=rule.slot, key=v["variant"]).first()
+        if variant is None:
+            raise ValidationFailed(
+                f"variant: slot {rule.slot.key} has no variant {v['variant']!r}",
+                details={"variant": [f"no variant {v['variant']!r} in slot {rule.slot.key}"]},
+            )
+        rule.variant = variant
+    for name in ("name", "condition", "priority", "enabled", "starts_at", "ends_at", "weight"):
+        if name in v:
+            setattr(rule, name, v[name])
+    if "scoring" in v:
+        rule.scoring = [{"condition": s["condition"], "points": s["points"]} for s in v["scoring"]]
+    if "frequency_cap" in v:
+        cap = v["frequency_cap"]
+        rule.frequency_cap_count = cap["count"] if cap else None
+        rule.frequency_cap_per = cap["per"] if cap else ""
+    return services.rule_save(rule=rule, actor=request_actor(request))
+
+
+class RuleOut(RuleSerializer):
+    """A rule as the API returns it (the same fields it takes)."""
+
+
+class RulesApi(APIView):
+    permission_classes = [HasSecretKey]
+
+    @extend_schema(
+        operation_id="rules_list",
+        summary="Rules, per slot in the order they are tried",
+        parameters=[OpenApiParameter("slot", str, description="only this slot's rules")],
+        responses={200: RuleOut(many=True), **error_responses(400, 401, 403)},
+        tags=["rules"],
+    )
+    def get(self, request: Request) -> Response:
+        rules = Rule.objects.select_related("slot", "variant").order_by(
+            "slot__key", "-priority", "key"
+        )
+        slot = request.query_params.get("slot")
+        if slot is not None:
+            if not Slot.objects.filter(key=slot).exists():
+                raise ValidationFailed(
+                    f"slot: no slot {slot!r}", details={"slot": [f"no slot {slot!r}"]}
+                )
+            rules = rules.filter(slot__key=slot)
+        return Response([_rule_out(r) for r in rules])
+
+    @extend_schema(
+        operation_id="rules_create",
+        request=RuleSerializer,
+        responses={201: RuleOut, **error_responses(400, 401, 403)},
+        tags=["rules"],
+    )
+    def post(self, request: Request) -> Response:
+        return Response(
+            _rule_out(_rule_write(request, None, False)), status=status.HTTP_201_CREATED
+        )
+
+
+class RuleDetailApi(APIView):
+    permission_classes = [HasSecretKey]
+
+    @extend_schema(
+        operation_id="rules_retrieve",
+        responses={200: RuleOut, **error_responses(401, 403, 404)},
+        tags=["rules"],
+    )
+    def get(self, request: Request, key: str) -> Response:
+        return Response(_rule_out(_rule_get(key)))
+
+    @extend_schema(
+        operation_id="rules_update",
+        request=RuleSerializer,
+        responses={200: RuleOut, **error_responses(400, 401, 403, 404)},
+        tags=["rules"],
+    )
+    def put(self, request: Request, key: str) -> Response:
+        return Response(_rule_out(_rule_write(request, _rule_get(key), False)))
+
+    @extend_schema(
+        operation_id="rules_partial_update",
+        request=RuleSerializer,
+        responses={200: RuleOut, **error_responses(400, 401, 403, 404)},
+        tags=["rules"],
+    )
+    def patch(self, request: Request, key: str) -> Response:
+        return Response(_rule_out(_rule_write(request, _rule_get(key), True)))
+
+    @extend_schema(
+        operation_id="rules_destroy",
+        responses={204: None, **error_responses(401, 403, 404)},
+        tags=["rules"],
+    )
+    def delete(self, request: Request, key: str) -> Response:
+        services.rule_delete(rule=_rule_get(key), actor=request_actor(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,310 @@
+"""`/decide`'s hot path. A warm call for a known visitor reads only in-process caches
+and one Redis MGET (the rules version, the snapshot epoch, the visitor's snapshot and
+frequency counters together), plus one write when a capped rule is served; no database
+query. DESIGN.md §7 shows why: one PostgreSQL read per request caps throughput below
+the bar.
+
+Caches and how each one is kept true:
+- compiled rules, in process: reloaded when the version key in Redis changes (every
+  save bumps it: rules.services.config_changed);
+- identity → profile, in process for IDENTITY_TTL seconds (merges move identities; a
+  stale entry costs one snapshot rebuild that follows the merge);
+- the profile snapshot, in Redis under the profile's cache key: deleted when the
+  profile changes (events, consent, memberships, merges, erasure), and all of them
+  retired at once by the epoch key after a batch recompute.
+If Redis is unreachable, `/decide` answers from the database (and stops asking Redis
+for a few seconds), never with a 5xx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Q
+from django.utils import timezone
+
+from profiles.models import Identity, Profile
+from profiles.privacy import profile_cache_key
+from rules import decisionlog, hooks
+from rules.engine import SlotDecision, cap_key, cap_ttl, decide_slot
+from rules.selectors import (
+    RulesConfig,
+    Snapshot,
+    rules_config_load,
+    snapshot_build,
+    unknown_visitor_facts,
+)
+
+logger = logging.getLogger(__name__)
+
+VERSION_KEY = "cdp:rules:version"
+EPOCH_KEY = "cdp:snapshot:epoch"
+SNAPSHOT_TTL = 3600
+IDENTITY_TTL = 30.0
+IDENTITY_MAX = 100_000
+CONFIG_TTL_WITHOUT_CACHE = 5.0
+CACHE_RETRY_AFTER = 5.0
+
+_lock = threading.Lock()
+_config: RulesConfig | None = None
+_config_loaded_at = 0.0
+_identities: OrderedDict[tuple[str, str], tuple[float, uuid.UUID]] = OrderedDict()
+_cache_down_until = 0.0
+
+
+def reset() -> None:
+    """Forget every in-process cache (tests; a process that wants a cold start)."""
+    global _config, _config_loaded_at, _cache_down_until
+    with _lock:
+        _config, _config_loaded_at, _cache_down_until = None, 0.0, 0.0
+        _identities.clear()
+
+
+# --- The cache, with a breaker ----------------------------------------------------------
+
+
+def _cache_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call the cache; None (and a pause of CACHE_RETRY_AFTER) when it is unreachable."""
+    global _cache_down_until
+    if time.monotonic() < _cache_down_until:
+        return None
+    try:
+        return fn(*args, **kwargs)
+    except Exception:  # redis-py raises ConnectionError, TimeoutError, ...
+        logger.warning("cache unreachable: /decide answers from the database", exc_info=True)
+        _cache_down_until = time.monotonic() + CACHE_RETRY_AFTER
+        return None
+
+
+def _cache_ok() -> bool:
+    return time.monotonic() >= _cache_down_until
+
+
+# --- Visitors -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Visitor:
+    profile_id: uuid.UUID | None
+    key: str  # sticky hashing and frequency caps: the profile, else the identifier given
+
+
+def visitor_resolve(*, keys: list[tuple[str, str]]) -> Visitor:
+    """The live profile the identifiers name (user_id first), without creating one."""
+    now = time.monotonic()
+    found: dict[tuple[str, str], uuid.UUID] = {}
+    missing = []
+    for k in keys:
+        hit = _identities.get(k)
+        if hit is not None and now - hit[0] < IDENTITY_TTL:
+            found[k] = hit[1]
+        else:
+            missing.append(k)
+    if missing and not any(k in found for k in keys[:1]):
+        q = Q()
+        for kind, value in missing:
+            q |= Q(kind=kind, value=value)
+        rows = Identity.objects.filter(q).values_list("kind", "value", "profile_id")
+        with _lock:
+            for kind, value, pid in rows:
+                found[(kind, value)] = pid
+                _identities[(kind, value)] = (now, pid)
+                _identities.move_to_end((kind, value))
+            while len(_identities) > IDENTITY_MAX:
+                _identities.popitem(last=False)
+    for k in keys:
+        if k in found:
+            return Visitor(found[k], str(found[k]))
+    kind, value = keys[0]
+    return Visitor(None, f"{kind[0]}:{value}")
+
+
+def identity_forget(pairs: Iterable[tuple[str, str]]) -> None:
+    with _lock:
+        for pair in pairs:
+            _identities.pop(pair, None)
+
+
+# --- Configuration and snapshots ---------------------------------------------------------
+
+
+def _config_for(version: str | None) -> RulesConfig:
+    """The compiled configuration; reloaded when the shared version moved (or, without a
+    reachable cache, every CONFIG_TTL_WITHOUT_CACHE seconds)."""
+    global _config, _config_loaded_at
+    config = _config
+    stale = (
+        config is None
+        or (version is not None and config.version != version)
+        or (version is None and time.monotonic() - _config_loaded_at > CONFIG_TTL_WITHOUT_CACHE)
+    )
+    if stale:
+        config = rules_config_load(version=version or (config.version if config else "0"))
+        with _lock:
+            _config, _config_loaded_at = config, time.monotonic()
+    assert config is not None
+    return config
+
+
+def config_current() -> RulesConfig:
+    """The configuration this process would decide with now (admin preview, tests)."""
+    got = _cache_call(cache.get, VERSION_KEY)
+    return _config_for(str(got) if got is not None else ("0" if _cache_ok() else None))
+
+
+def _snapshot(
+    profile_id: uuid.UUID, config: RulesConfig, epoch: str, cached: Any, now: datetime
+) -> Snapshot | None:
+    if (
+        isinstance(cached, Snapshot)
+        and cached.config_version == config.version
+        and getattr(cached, "epoch", None) == epoch
+    ):
+        return cached
+    snap = snapshot_build(profile_id=profile_id, config=config, now=now)
+    if snap is None:
+        # The profile was merged away since its identity was cached: follow the merge.
+        survivor = (
+            Profile.objects.filter(pk=profile_id).values_list("merged_into_id", flat=True).first()
+        )
+        if survivor is None:
+            return None
+        snap = snapshot_build(profile_id=survivor, config=config, now=now)
+        if snap is None:
+            return None
+    snap.epoch = epoch
+    _cache_call(cache.set, profile_cache_key(snap.profile_id), snap, SNAPSHOT_TTL)
+    return snap
+
+
+# --- Deciding ------------------------------------------------------------------------------
+
+
+def decide(
+    *,
+    identity_keys: list[tuple[str, str]],
+    slots: list[str],
+    context: Mapping[str, Any],
+    source_id: int | None,
+    now: datetime | None = None,
+    log: bool = True,
+) -> tuple[uuid.UUID | None, dict[str, SlotDecision], dict[str, str]]:
+    """Decide every slot for the visitor. Returns (profile id, decisions, decision ids).
+    Raises UnknownSlots before doing anything when a slot does not exist."""
+    now = now or timezone.now()
+    visitor = visitor_resolve(keys=identity_keys)
+    config = _config
+    capped = _capped_keys(config, slots, visitor.key, now) if config else []
+    wanted = [VERSION_KEY, EPOCH_KEY, *capped]
+    if visitor.profile_id is not None:
+        wanted.append(profile_cache_key(visitor.profile_id))
+    got = _cache_call(cache.get_many, wanted)
+    if got is None:  # no cache: the database is the truth (slower, still correct)
+        config = _config_for(None)
+        got, caps_known = {}, False
+    else:
+        config = _config_for(str(got.get(VERSION_KEY) or "0"))
+        caps_known = True
+        again = [k for k in _capped_keys(config, slots, visitor.key, now) if k not in wanted]
+        if again:  # the configuration moved: fetch the counters of the new capped rules
+            got.update(_cache_call(cache.get_many, again) or {})
+    unknown = [s for s in slots if s not in config.slots]
+    if unknown:
+        raise UnknownSlots(unknown, sorted(config.slots))
+    snapshot = None
+    if visitor.profile_id is not None:
+        snapshot = _snapshot(
+            visitor.profile_id,
+            config,
+            str(got.get(EPOCH_KEY) or "0"),
+            got.get(profile_cache_key(visitor.profile_id)),
+            now,
+        )
+    if snapshot is not None:
+        facts = dataclasses.replace(snapshot.facts, context=context)
+        personalization, profile_id = snapshot.personalization, snapshot.profile_id
+    else:
+        facts = dataclasses.replace(unknown_visitor_facts(config), context=context)
+        personalization, profile_id = config.personalization_default, None
+    caps: dict[str, int] = {}
+    for key in _capped_keys(config, slots, visitor.key, now):
+        # Without the counters, a capped rule is treated as capped: never over-serve.
+        caps[key] = int(got.get(key) or 0) if caps_known else 1 << 30
+    providers = hooks.providers()
+    decisions = {
+        key: decide_slot(
+            config.slots[key],
+            facts,
+            now,
+            visitor=visitor.key,
+            personalization=personalization,
+            caps=caps,
+            providers=providers,
+        )
+        for key in slots
+    }
+    _count_impressions(decisions.values(), visitor.key, now)
+    ids = {key: str(uuid.uuid4()) for key in decisions}
+    if log:
+        decisionlog.enqueue(
+            [
+                {
+                    "id": ids[key],
+                    "decided_at": now,
+                    "source_id": source_id,
+                    "profile_id": profile_id,
+                    "slot": key,
+                    "variant": d.variant or "",
+                    "kind": d.source,
+                    "rule_id": d.rule.id if d.rule else None,
+                    "rule_key": d.rule.key if d.rule else "",
+                    "experiment": (d.experiment or {}).get("key", ""),
+                    "control": d.control,
+                    "reason": d.reason,
+                }
+                for key, d in decisions.items()
+            ]
+        )
+    return profile_id, decisions, ids
+
+
+class UnknownSlots(Exception):
+    def __init__(self, unknown: list[str], known: list[str]) -> None:
+        super().__init__(", ".join(unknown))
+        self.unknown = unknown
+        self.known = known
+
+
+def _capped_keys(config: RulesConfig, slots: list[str], visitor: str, now: datetime) -> list[str]:
+    return [
+        cap_key(visitor, rule, now)
+        for s in slots
+        if s in config.slots
+        for rule in config.slots[s].rules
+        if rule.cap_count is not None
+    ]
+
+
+def _count_impressions(decisions: Iterable[SlotDecision], visitor: str, now: datetime) -> None:
+    timeout = settings.CDP["SESSION_TIMEOUT_SECONDS"]
+    for d in decisions:
+        rule = d.rule
+        if rule is None or rule.cap_count is None:
+            continue
+        key = cap_key(visitor, rule, now)
+        ttl = cap_ttl(rule, timeout)
+        # add() then incr(): atomic on Redis; a lost race at worst serves one extra.
+        if _cache_call(cache.add, key, 1, ttl) is False:
+            _cache_call(cache.incr, key)
+            if rule.cap_per == "session":
+                _cache_call(cache.touch, key, ttl)

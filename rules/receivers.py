@@ -1,0 +1,126 @@
+"""Wiring: cached snapshots follow profile changes; decisions follow merges; privacy
+handlers for the decision log; segments used by rules cannot be deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_save, pre_delete
+from django.dispatch import receiver
+from django.utils import timezone
+
+from cdp.errors import ValidationFailed
+from cdp.privacy import Person, PrivacyHandler, privacy_handler_register
+from consent.models import ConsentRecord, Purpose
+from profiles.models import Profile
+from profiles.signals import events_ingested, profile_merging
+from rules import services
+from rules.engine import CompiledRule, cap_key
+from rules.models import Decision, Rule
+from segments.conditions import referenced_segments
+from segments.models import Segment
+from segments.signals import memberships_changed, segments_recomputed
+
+
+@receiver(events_ingested)
+def snapshots_follow_events(sender: type, profile_ids: list[Any], **kwargs: Any) -> None:
+    services.snapshots_invalidate(profile_ids=profile_ids)
+
+
+@receiver(memberships_changed)
+def snapshots_follow_memberships(sender: type, profile_ids: list[Any], **kwargs: Any) -> None:
+    transaction.on_commit(lambda: services.snapshots_invalidate(profile_ids=profile_ids))
+
+
+@receiver(segments_recomputed)
+def snapshots_follow_recompute(sender: type, **kwargs: Any) -> None:
+    transaction.on_commit(services.snapshots_retire_all)
+
+
+@receiver(post_save, sender=ConsentRecord)
+def snapshots_follow_consent(sender: type, instance: ConsentRecord, **kwargs: Any) -> None:
+    pid = instance.profile_id
+    transaction.on_commit(lambda: services.snapshots_invalidate(profile_ids=[pid]))
+
+
+@receiver(post_save, sender=Purpose)
+def config_follows_purposes(sender: type, **kwargs: Any) -> None:
+    services.config_changed()  # purpose defaults are part of the compiled configuration
+
+
+@receiver(profile_merging)
+def decisions_follow_merge(sender: type, into: Profile, other: Profile, **kwargs: Any) -> None:
+    Decision.objects.filter(profile_id=other.pk).update(profile_id=into.pk)
+    ids = [into.pk, other.pk]
+    transaction.on_commit(lambda: services.snapshots_invalidate(profile_ids=ids))
+
+
+@receiver(pre_delete, sender=Segment)
+def segments_used_by_rules_stay(sender: type, instance: Segment, **kwargs: Any) -> None:
+    users = sorted(
+        r.key
+        for r in Rule.objects.only("key", "condition", "scoring")
+        if instance.slug in referenced_segments(r.condition)
+        or any(instance.slug in referenced_segments(s["condition"]) for s in r.scoring or [])
+    )
+    if users:
+        raise ValidationFailed(
+            f"segment {instance.slug} is used by rule(s) {', '.join(users)}",
+            details={"segment": [f"used by rules: {', '.join(users)}"]},
+        )
+
+
+def _decisions_export(person: Person) -> Iterator[dict[str, Any]]:
+    for d in Decision.objects.filter(profile_id__in=person.profile_ids).order_by("decided_at"):
+        yield {
+            "decided_at": d.decided_at,
+            "slot": d.slot,
+            "variant": d.variant,
+            "kind": d.kind,
+            "rule": d.rule_key,
+            "experiment": d.experiment,
+            "reason": d.reason,
+            "clicked_at": d.clicked_at,
+            "converted_at": d.converted_at,
+        }
+
+
+def _decisions_erase(person: Person) -> int:
+    # The rows stay for rule statistics, no longer linked to anyone.
+    return Decision.objects.filter(profile_id__in=person.profile_ids).update(profile_id=None)
+
+
+def _cap_counters(person: Person) -> Iterator[str]:
+    """The frequency counters that name the person (this and the previous period)."""
+    now = timezone.now()
+    capped = list(Rule.objects.filter(frequency_cap_count__isnull=False))
+    for pid in person.profile_ids:
+        for rule in capped:
+            compiled = CompiledRule(
+                id=rule.pk,
+                key=rule.key,
+                name=rule.name,
+                condition={},
+                description="",
+                variant="",
+                priority=0,
+                cap_count=rule.frequency_cap_count,
+                cap_per=rule.frequency_cap_per,
+            )
+            for at in (now, now - timedelta(days=1), now - timedelta(days=7)):
+                yield cap_key(str(pid), compiled, at)
+
+
+privacy_handler_register(
+    PrivacyHandler(
+        "decisions",
+        (Decision,),
+        _decisions_export,
+        _decisions_erase,
+        cache_keys=_cap_counters,
+        order=220,
+    )
+)

@@ -1,0 +1,12 @@
+"""Hooks other apps use to follow memberships (e.g. rules drop cached snapshots).
+
+- `memberships_changed(profile_ids)`: sent after a real-time refresh committed changes
+  for these profiles.
+- `segments_recomputed(slugs)`: sent after a batch recompute (memberships of any number
+  of profiles may have changed).
+"""
+
+from django.dispatch import Signal
+
+memberships_changed = Signal()
+segments_recomputed = Signal()
