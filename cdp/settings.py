@@ -121,6 +121,7 @@ CELERY_BEAT_SCHEDULE = {
     "privacy-exports-expire": {"task": "consent.tasks.privacy_exports_expire", "schedule": 3600.0},
     "segments-recompute": {"task": "segments.tasks.segments_recompute", "schedule": 3600.0},
     "segments-sweep-windows": {"task": "segments.tasks.segments_sweep_windows", "schedule": 300.0},
+    "rules-decisions-drain": {"task": "rules.tasks.decisions_drain", "schedule": 2.0},
     "rules-decisions-attribute": {"task": "rules.tasks.decisions_attribute", "schedule": 60.0},
 }
 

@@ -27,6 +27,7 @@ from consent.models import (
     RequestType,
     SubjectKind,
 )
+from consent.signals import consent_changed
 from profiles import keys
 from profiles.hooks import CarriedConsent
 from profiles.models import ErasedIdentity, Identity, IdentityKind, Profile
@@ -82,7 +83,9 @@ def consent_record(
         )
         for code, granted in purposes.items()
     ]
-    return ConsentRecord.objects.bulk_create(records)
+    created = ConsentRecord.objects.bulk_create(records)
+    consent_changed.send(sender=ConsentRecord, profile_ids=[profile.pk])
+    return created
 
 
 def consent_carried_record(items: Sequence[CarriedConsent]) -> None:
@@ -104,6 +107,7 @@ def consent_carried_record(items: Sequence[CarriedConsent]) -> None:
             if code in by_code
         ]
     )
+    consent_changed.send(sender=ConsentRecord, profile_ids=sorted({i.profile_id for i in items}))
 
 
 def consent_evidence(*, ip: str | None, user_agent: str | None, via: str) -> dict[str, Any]:

@@ -1,8 +1,15 @@
-"""The decision log's writer: `/decide` appends rows to an in-process buffer; a
-background thread writes them in batches (every FLUSH_SECONDS or FLUSH_ROWS rows), and
-the buffer is flushed at interpreter exit, so a normal shutdown loses nothing. A failed
-write is retried on the next flush (the buffer is bounded: past MAX_ROWS the oldest
-rows are dropped and counted)."""
+"""The decision log's writer, off the request path.
+
+With Redis (REDIS_URL), `/decide` appends its rows to a Redis list in one RPUSH, and a
+Celery task (`rules.tasks.decisions_drain`, every few seconds on beat) moves them into
+the database in batches. A web process therefore holds nothing: stopping or killing it
+loses no decision. (Granian's workers, for one, exit without running `atexit`.)
+
+Without Redis (the embedded default), or while Redis is unreachable, rows wait in an
+in-process buffer that a background thread writes every FLUSH_SECONDS (or at FLUSH_ROWS
+rows) and that is flushed at interpreter exit. A failed write is retried on the next
+flush; past MAX_ROWS the oldest rows are dropped and counted.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,20 @@ import atexit
 import logging
 import os
 import threading
+import uuid
+from datetime import datetime
 from typing import Any
+
+import orjson
+from django.conf import settings
 
 from cdp.metrics import decisions_dropped
 
 logger = logging.getLogger(__name__)
 
+QUEUE_KEY = "cdp:decisions:queue"
+DRAIN_LOCK_KEY = "cdp:decisions:drain-lock"
+DRAIN_BATCH = 2000
 FLUSH_SECONDS = 1.0
 FLUSH_ROWS = 500
 MAX_ROWS = 200_000
@@ -25,12 +40,50 @@ _wake = threading.Event()
 _rows: list[dict[str, Any]] = []
 _thread: threading.Thread | None = None
 _pid: int | None = None
-# The background writer starts on the first row. Tests turn it off and call flush()
-# themselves, so rows are written inside the test's transaction.
+_redis: Any = None
+# The background writer starts on the first buffered row. Tests turn it off and call
+# flush() themselves, so rows are written inside the test's transaction.
 autostart = True
 
 
+def _client() -> Any:
+    """Our own connection pool to Redis (None without REDIS_URL)."""
+    global _redis
+    if not settings.REDIS_URL:
+        return None
+    if _redis is None:
+        import redis
+
+        _redis = redis.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5
+        )
+    return _redis
+
+
+def _encode(row: dict[str, Any]) -> bytes:
+    return orjson.dumps(row)
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    row = orjson.loads(raw)
+    row["decided_at"] = datetime.fromisoformat(row["decided_at"])
+    row["id"] = uuid.UUID(row["id"])
+    return row
+
+
 def enqueue(rows: list[dict[str, Any]]) -> None:
+    """Hand rows to the writer: one RPUSH to Redis, else the in-process buffer."""
+    client = _client()
+    if client is not None:
+        try:
+            client.rpush(QUEUE_KEY, *[_encode(r) for r in rows])
+            return
+        except Exception:
+            logger.warning("decision log: Redis unreachable, buffering in process", exc_info=True)
+    _buffer(rows)
+
+
+def _buffer(rows: list[dict[str, Any]]) -> None:
     global _rows
     with _lock:
         _rows.extend(rows)
@@ -41,24 +94,29 @@ def enqueue(rows: list[dict[str, Any]]) -> None:
         full = len(_rows) >= FLUSH_ROWS
     if autostart:
         _ensure_thread()
-    if full and autostart:
-        _wake.set()
+        if full:
+            _wake.set()
 
 
 def discard() -> None:
-    """Drop what is buffered (tests)."""
+    """Drop what is waiting, here and in Redis (tests)."""
     global _rows
     with _lock:
         _rows = []
+    client = _client()
+    if client is not None:
+        client.delete(QUEUE_KEY)
 
 
 def pending() -> int:
+    """Rows waiting to be written (here and in Redis)."""
     with _lock:
-        return len(_rows)
+        here = len(_rows)
+    client = _client()
+    return here + (int(client.llen(QUEUE_KEY)) if client is not None else 0)
 
 
-def flush() -> int:
-    """Write what is buffered now (any thread). Returns the rows written."""
+def _flush_local() -> int:
     global _rows
     from rules.services import decisions_write
 
@@ -76,6 +134,36 @@ def flush() -> int:
     return len(batch)
 
 
+def drain(*, max_rows: int | None = None) -> int:
+    """Move queued rows from Redis into the database, in batches; one drainer at a time.
+    A row is removed from the queue only after its batch is written (writes are
+    idempotent by decision id, so a crash between the two repeats, never loses)."""
+    client = _client()
+    if client is None:
+        return 0
+    if not client.set(DRAIN_LOCK_KEY, os.getpid(), nx=True, ex=300):
+        return 0
+    from rules.services import decisions_write
+
+    written = 0
+    try:
+        while max_rows is None or written < max_rows:
+            raw = client.lrange(QUEUE_KEY, 0, DRAIN_BATCH - 1)
+            if not raw:
+                break
+            decisions_write(rows=[_decode(r) for r in raw])
+            client.ltrim(QUEUE_KEY, len(raw), -1)
+            written += len(raw)
+    finally:
+        client.delete(DRAIN_LOCK_KEY)
+    return written
+
+
+def flush() -> int:
+    """Write everything waiting now, from this process's buffer and from Redis."""
+    return _flush_local() + drain()
+
+
 def _run() -> None:
     from django.db import connection
 
@@ -84,7 +172,7 @@ def _run() -> None:
         _wake.clear()
         try:
             connection.close_if_unusable_or_obsolete()
-            flush()
+            _flush_local()
         except Exception:  # never let the writer die
             logger.exception("decision log writer")
 
@@ -102,4 +190,4 @@ def _ensure_thread() -> None:
         _thread.start()
 
 
-atexit.register(flush)
+atexit.register(_flush_local)

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from cdp.errors import ValidationFailed
 from cdp.privacy import Person, PrivacyHandler, privacy_handler_register
-from consent.models import ConsentRecord, Purpose
+from consent.models import Purpose
+from consent.signals import consent_changed
 from profiles.models import Profile
 from profiles.signals import events_ingested, profile_merging
 from rules import services
@@ -40,10 +41,9 @@ def snapshots_follow_recompute(sender: type, **kwargs: Any) -> None:
     transaction.on_commit(services.snapshots_retire_all)
 
 
-@receiver(post_save, sender=ConsentRecord)
-def snapshots_follow_consent(sender: type, instance: ConsentRecord, **kwargs: Any) -> None:
-    pid = instance.profile_id
-    transaction.on_commit(lambda: services.snapshots_invalidate(profile_ids=[pid]))
+@receiver(consent_changed)
+def snapshots_follow_consent(sender: type, profile_ids: list[Any], **kwargs: Any) -> None:
+    transaction.on_commit(lambda: services.snapshots_invalidate(profile_ids=profile_ids))
 
 
 @receiver(post_save, sender=Purpose)
