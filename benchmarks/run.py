@@ -2,6 +2,8 @@
 """Benchmarks (never part of the tests). Run with `make bench` or `python3 dev.py bench`.
 
     python benchmarks/run.py ingest [--duration 20] [--servers gunicorn,granian]
+    python benchmarks/run.py segments [--profiles 1000000] [--events 10000000] [--reuse]
+    python benchmarks/run.py decide [--profiles 100000] [--duration 20] [--hot 10000]
 
 Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/cdp_bench; the
 database is dropped and recreated) and wrk (Debian package `wrk`). The servers and wrk
@@ -414,7 +416,16 @@ def main() -> None:
         action="store_true",
         help="keep the generated database of an earlier run (segments are dropped and recomputed)",
     )
+    dec = sub.add_parser("decide")
+    dec.add_argument("--profiles", type=int, default=100_000)
+    dec.add_argument("--duration", type=int, default=20)
+    dec.add_argument("--hot", type=int, default=10_000, help="visitors in the working set")
     args = parser.parse_args()
+    if args.bench == "decide":
+        from benchmarks.decide_bench import main as decide_main
+
+        decide_main(args.profiles, args.duration, args.hot)
+        return
     if args.bench == "segments":
         from benchmarks.segments_bench import main as segments_main
 

@@ -193,17 +193,20 @@ def _performance_chart(rows: list[tuple[Any, int, int, int]]) -> SafeString:
     width, height, pad = 640, 180, 30
     top = max(r[1] for r in rows) or 1
     step = (width - 2 * pad) / max(len(rows), 1)
+    span = height - 2 * pad
     bars, clicks, convs, labels = [], [], [], []
     for i, (day, imp, clk, conv) in enumerate(rows):
         x = pad + i * step
-        h = (height - 2 * pad) * imp / top
+        h = span * imp / top
+        # numbers are formatted first: format_html escapes its arguments into strings
         bars.append(
             format_html(
-                '<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="#79aec8"><title>{}: {} impressions, {} clicks, {} conversions</title></rect>',
-                x,
-                height - pad - h,
-                max(step - 2, 1),
-                h,
+                '<rect x="{}" y="{}" width="{}" height="{}" fill="#79aec8">'
+                "<title>{}: {} impressions, {} clicks, {} conversions</title></rect>",
+                f"{x:.1f}",
+                f"{height - pad - h:.1f}",
+                f"{max(step - 2, 1):.1f}",
+                f"{h:.1f}",
                 day.date(),
                 imp,
                 clk,
@@ -211,13 +214,13 @@ def _performance_chart(rows: list[tuple[Any, int, int, int]]) -> SafeString:
             )
         )
         cx = x + step / 2
-        clicks.append(f"{cx:.1f},{height - pad - (height - 2 * pad) * clk / top:.1f}")
-        convs.append(f"{cx:.1f},{height - pad - (height - 2 * pad) * conv / top:.1f}")
+        clicks.append(f"{cx:.1f},{height - pad - span * clk / top:.1f}")
+        convs.append(f"{cx:.1f},{height - pad - span * conv / top:.1f}")
         if i in (0, len(rows) - 1):
             labels.append(
                 format_html(
-                    '<text x="{:.1f}" y="{}" font-size="10">{}</text>',
-                    x,
+                    '<text x="{}" y="{}" font-size="10">{}</text>',
+                    f"{x:.1f}",
                     height - 8,
                     day.strftime("%b %d"),
                 )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rest_framework import serializers, status
@@ -274,12 +275,18 @@ def _slot_out(slot: Slot) -> dict[str, Any]:
         "control_percent": slot.control_percent,
         "default_variant": slot.default_variant.key if slot.default_variant else None,
         "variants": [{"key": v.key, "content": v.content()} for v in slot.variants.all()],
-        "rules": list(slot.rules.order_by("-priority", "key").values_list("key", flat=True)),
+        "rules": [r.key for r in slot.rules.all()],  # prefetched in priority order
     }
 
 
+def _slots() -> Any:
+    return Slot.objects.select_related("default_variant").prefetch_related(
+        "variants", Prefetch("rules", queryset=Rule.objects.order_by("-priority", "key"))
+    )
+
+
 def _slot_get(key: str) -> Slot:
-    slot = Slot.objects.select_related("default_variant").filter(key=key).first()
+    slot = _slots().filter(key=key).first()
     if slot is None:
         raise NotFound(f"No slot {key!r}.")
     return slot
@@ -334,7 +341,7 @@ class SlotsApi(APIView):
         tags=["slots"],
     )
     def get(self, request: Request) -> Response:
-        slots = Slot.objects.select_related("default_variant").prefetch_related("variants")
+        slots = _slots()
         strategy = request.query_params.get("strategy")
         if strategy is not None:
             if strategy not in Strategy.values:
@@ -353,7 +360,8 @@ class SlotsApi(APIView):
     )
     def post(self, request: Request) -> Response:
         return Response(
-            _slot_out(_slot_write(request, None, False)), status=status.HTTP_201_CREATED
+            _slot_out(_slot_get(_slot_write(request, None, False).key)),
+            status=status.HTTP_201_CREATED,
         )
 
 
@@ -375,7 +383,7 @@ class SlotDetailApi(APIView):
         tags=["slots"],
     )
     def put(self, request: Request, key: str) -> Response:
-        return Response(_slot_out(_slot_write(request, _slot_get(key), False)))
+        return Response(_slot_out(_slot_get(_slot_write(request, _slot_get(key), False).key)))
 
     @extend_schema(
         operation_id="slots_partial_update",
@@ -384,7 +392,7 @@ class SlotDetailApi(APIView):
         tags=["slots"],
     )
     def patch(self, request: Request, key: str) -> Response:
-        return Response(_slot_out(_slot_write(request, _slot_get(key), True)))
+        return Response(_slot_out(_slot_get(_slot_write(request, _slot_get(key), True).key)))
 
     @extend_schema(
         operation_id="slots_destroy",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import threading
 import time
 import uuid
@@ -42,6 +43,7 @@ from rules.selectors import (
     Snapshot,
     rules_config_load,
     snapshot_build,
+    snapshots_build,
     unknown_visitor_facts,
 )
 
@@ -64,13 +66,80 @@ _cache_down_until = 0.0
 
 def reset() -> None:
     """Forget every in-process cache (tests; a process that wants a cold start)."""
-    global _config, _config_loaded_at, _cache_down_until
+    global _config, _config_loaded_at, _cache_down_until, _store
     with _lock:
-        _config, _config_loaded_at, _cache_down_until = None, 0.0, 0.0
+        _config, _config_loaded_at, _cache_down_until, _store = None, 0.0, 0.0, None
         _identities.clear()
 
 
 # --- The cache, with a breaker ----------------------------------------------------------
+
+
+class _DjangoStore:
+    """Through Django's cache API (local memory in the embedded default)."""
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        return cache.get_many(keys)
+
+    def set(self, key: str, value: Any, ttl: int) -> None:
+        cache.set(key, value, ttl)
+
+    def incr(self, key: str, ttl: int) -> None:
+        if not cache.add(key, 1, ttl):
+            cache.incr(key)
+            cache.touch(key, ttl)
+
+
+class _RedisStore:
+    """Straight to Redis with one long-lived client: Django's Redis backend builds a new
+    client object per call, a measurable share of a warm `/decide`. Keys and values are
+    in Django's format (`cache.make_key`, pickle, plain ints), so the cache API reads,
+    writes and deletes the same entries (invalidation and erasure use it)."""
+
+    def __init__(self, location: str, options: Mapping[str, Any]) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(
+            location,
+            socket_connect_timeout=options.get("socket_connect_timeout", 0.5),
+            socket_timeout=options.get("socket_timeout", 0.5),
+        )
+
+    @staticmethod
+    def _load(raw: Any) -> Any:
+        try:
+            return int(raw)
+        except ValueError:
+            return pickle.loads(raw)  # noqa: S301 - our own cache entries
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        values = self.client.mget([cache.make_key(k) for k in keys])
+        return {k: self._load(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+    def set(self, key: str, value: Any, ttl: int) -> None:
+        raw = value if type(value) is int else pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        self.client.set(cache.make_key(key), raw, ex=ttl)
+
+    def incr(self, key: str, ttl: int) -> None:
+        full = cache.make_key(key)
+        with self.client.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.incr(full)
+            pipe.expire(full, ttl)
+            pipe.execute()
+
+
+_store: _DjangoStore | _RedisStore | None = None
+
+
+def store() -> _DjangoStore | _RedisStore:
+    global _store
+    if _store is None:
+        conf = settings.CACHES["default"]
+        if conf["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+            _store = _RedisStore(conf["LOCATION"], conf.get("OPTIONS", {}))
+        else:
+            _store = _DjangoStore()
+    return _store
 
 
 def _cache_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -84,10 +153,6 @@ def _cache_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         logger.warning("cache unreachable: /decide answers from the database", exc_info=True)
         _cache_down_until = time.monotonic() + CACHE_RETRY_AFTER
         return None
-
-
-def _cache_ok() -> bool:
-    return time.monotonic() >= _cache_down_until
 
 
 # --- Visitors -----------------------------------------------------------------------------
@@ -158,8 +223,9 @@ def _config_for(version: str | None) -> RulesConfig:
 
 def config_current() -> RulesConfig:
     """The configuration this process would decide with now (admin preview, tests)."""
-    got = _cache_call(cache.get, VERSION_KEY)
-    return _config_for(str(got) if got is not None else ("0" if _cache_ok() else None))
+    got = _cache_call(store().get_many, [VERSION_KEY])
+    version = (got or {}).get(VERSION_KEY)
+    return _config_for(str(version) if version is not None else ("0" if got is not None else None))
 
 
 def _snapshot(
@@ -183,8 +249,27 @@ def _snapshot(
         if snap is None:
             return None
     snap.epoch = epoch
-    _cache_call(cache.set, profile_cache_key(snap.profile_id), snap, SNAPSHOT_TTL)
+    _cache_call(store().set, profile_cache_key(snap.profile_id), snap, SNAPSHOT_TTL)
     return snap
+
+
+def snapshots_warm(*, profile_ids: list[uuid.UUID], now: datetime | None = None) -> int:
+    """Build and cache the snapshots of these profiles in bulk (a few queries per
+    thousand profiles): after a deploy or a batch recompute, so the first visits of the
+    active visitors are warm. Returns how many were cached."""
+    now = now or timezone.now()
+    config = config_current()
+    got = _cache_call(store().get_many, [EPOCH_KEY]) or {}
+    epoch = str(got.get(EPOCH_KEY) or "0")
+    done = 0
+    for start in range(0, len(profile_ids), 1000):
+        for snap in snapshots_build(
+            profile_ids=profile_ids[start : start + 1000], config=config, now=now
+        ).values():
+            snap.epoch = epoch
+            _cache_call(store().set, profile_cache_key(snap.profile_id), snap, SNAPSHOT_TTL)
+            done += 1
+    return done
 
 
 # --- Deciding ------------------------------------------------------------------------------
@@ -208,7 +293,7 @@ def decide(
     wanted = [VERSION_KEY, EPOCH_KEY, *capped]
     if visitor.profile_id is not None:
         wanted.append(profile_cache_key(visitor.profile_id))
-    got = _cache_call(cache.get_many, wanted)
+    got = _cache_call(store().get_many, wanted)
     if got is None:  # no cache: the database is the truth (slower, still correct)
         config = _config_for(None)
         got, caps_known = {}, False
@@ -217,7 +302,7 @@ def decide(
         caps_known = True
         again = [k for k in _capped_keys(config, slots, visitor.key, now) if k not in wanted]
         if again:  # the configuration moved: fetch the counters of the new capped rules
-            got.update(_cache_call(cache.get_many, again) or {})
+            got.update(_cache_call(store().get_many, again) or {})
     unknown = [s for s in slots if s not in config.slots]
     if unknown:
         raise UnknownSlots(unknown, sorted(config.slots))
@@ -301,10 +386,5 @@ def _count_impressions(decisions: Iterable[SlotDecision], visitor: str, now: dat
         rule = d.rule
         if rule is None or rule.cap_count is None:
             continue
-        key = cap_key(visitor, rule, now)
-        ttl = cap_ttl(rule, timeout)
-        # add() then incr(): atomic on Redis; a lost race at worst serves one extra.
-        if _cache_call(cache.add, key, 1, ttl) is False:
-            _cache_call(cache.incr, key)
-            if rule.cap_per == "session":
-                _cache_call(cache.touch, key, ttl)
+        # INCR and EXPIRE in one round trip; for a session cap, the expiry slides.
+        _cache_call(store().incr, cap_key(visitor, rule, now), cap_ttl(rule, timeout))

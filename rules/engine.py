@@ -187,6 +187,8 @@ def decide_slot(
         note = f" (picked at random among {len(matching)} matching)" if len(matching) > 1 else ""
     else:
         chosen, note = matching[0], ""
+    if skipped:
+        note += " — skipped " + "; ".join(skipped)
     return SlotDecision(
         slot.key,
         chosen.variant,

@@ -8,11 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_save, pre_delete
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from cdp.errors import ValidationFailed
 from cdp.privacy import Person, PrivacyHandler, privacy_handler_register
 from consent.models import Purpose
 from consent.signals import consent_changed
@@ -22,8 +21,7 @@ from rules import services
 from rules.engine import CompiledRule, cap_key
 from rules.models import Decision, Rule
 from segments.conditions import referenced_segments
-from segments.models import Segment
-from segments.signals import memberships_changed, segments_recomputed
+from segments.signals import memberships_changed, segment_usage, segments_recomputed
 
 
 @receiver(events_ingested)
@@ -58,19 +56,14 @@ def decisions_follow_merge(sender: type, into: Profile, other: Profile, **kwargs
     transaction.on_commit(lambda: services.snapshots_invalidate(profile_ids=ids))
 
 
-@receiver(pre_delete, sender=Segment)
-def segments_used_by_rules_stay(sender: type, instance: Segment, **kwargs: Any) -> None:
-    users = sorted(
-        r.key
+@receiver(segment_usage)
+def segments_used_by_rules(sender: type, slug: str, **kwargs: Any) -> list[str]:
+    return sorted(
+        f"rule {r.key}"
         for r in Rule.objects.only("key", "condition", "scoring")
-        if instance.slug in referenced_segments(r.condition)
-        or any(instance.slug in referenced_segments(s["condition"]) for s in r.scoring or [])
+        if slug in referenced_segments(r.condition)
+        or any(slug in referenced_segments(s["condition"]) for s in r.scoring or [])
     )
-    if users:
-        raise ValidationFailed(
-            f"segment {instance.slug} is used by rule(s) {', '.join(users)}",
-            details={"segment": [f"used by rules: {', '.join(users)}"]},
-        )
 
 
 def _decisions_export(person: Person) -> Iterator[dict[str, Any]]:

@@ -103,21 +103,26 @@ class Snapshot:
     epoch: str = "0"  # the snapshot epoch it was built under (rules.decide)
 
 
-def snapshot_build(*, profile_id: uuid.UUID, config: RulesConfig, now: datetime) -> Snapshot | None:
-    """Read one live profile's facts (traits, attributes, the events rules look at,
-    segments, scores, consent). None when the profile is gone."""
+def snapshots_build(
+    *, profile_ids: list[uuid.UUID], config: RulesConfig, now: datetime
+) -> dict[uuid.UUID, Snapshot]:
+    """Read live profiles' facts (traits, attributes, the events rules look at,
+    segments, scores, consent) in bulk. Profiles gone or merged away are left out."""
     since = (
         None
         if config.events_since_seconds is None
         else now - timedelta(seconds=config.events_since_seconds)
     )
     facts = profile_facts(
-        profile_ids=[profile_id], now=now, event_names=set(config.event_names), since=since
-    ).get(profile_id)
-    if facts is None:
-        return None
-    allowed = gate_allowed(gate=PERSONALIZATION, profile_ids={profile_id})[profile_id]
-    return Snapshot(profile_id, facts, allowed, config.version, now)
+        profile_ids=profile_ids, now=now, event_names=set(config.event_names), since=since
+    )
+    allowed = gate_allowed(gate=PERSONALIZATION, profile_ids=set(facts))
+    return {pid: Snapshot(pid, f, allowed[pid], config.version, now) for pid, f in facts.items()}
+
+
+def snapshot_build(*, profile_id: uuid.UUID, config: RulesConfig, now: datetime) -> Snapshot | None:
+    """One profile's snapshot; None when the profile is gone."""
+    return snapshots_build(profile_ids=[profile_id], config=config, now=now).get(profile_id)
 
 
 def unknown_visitor_facts(config: RulesConfig) -> Facts:

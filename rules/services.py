@@ -129,6 +129,7 @@ def slot_save(
                     details={"variants": [f"in use by rules: {', '.join(used)}"]},
                 )
             ContentVariant.objects.filter(pk__in=[v.pk for v in gone]).delete()
+            slot.refresh_from_db(fields=["default_variant"])  # a removed default is cleared
         if default_variant is not None:
             chosen = slot.variants.filter(key=default_variant).first() if default_variant else None
             if default_variant and chosen is None:

@@ -146,6 +146,16 @@ class SegmentAdmin(AuditedAdminMixin, admin.ModelAdmin):
             )
         return base
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """Segments that other segments or rules use are shown as protected: the admin
+        refuses to delete them and lists what uses them."""
+        deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
+        for segment in objs:
+            protected += [
+                f"{segment.name}: used by {user}" for user in services.segment_users(segment)
+            ]
+        return deleted, counts, perms, protected
+
     @admin.display(description="Size over time")
     def size_history(self, obj: Segment) -> SafeString:
         return _chart(list(obj.sizes.all()[:200]))

@@ -24,7 +24,7 @@ from segments.conditions import ConditionError, evaluate, referenced_segments, v
 from segments.conditions.language import event_names, max_window, uses
 from segments.models import Membership, RecomputeRun, RefreshPolicy, Segment, SegmentSize
 from segments.selectors import profile_facts
-from segments.signals import memberships_changed, segments_recomputed
+from segments.signals import memberships_changed, segment_usage, segments_recomputed
 
 logger = logging.getLogger(__name__)
 
@@ -146,12 +146,21 @@ def segment_save(*, segment: Segment, actor: str) -> Segment:
     return segment
 
 
-def segment_delete(*, segment: Segment, actor: str) -> None:
+def segment_users(segment: Segment) -> list[str]:
+    """What refers to this segment: other segments, and whatever other apps report
+    through `segment_usage` (e.g. "rule cart-reminder")."""
     users = [
-        s.slug
+        f"segment {s.slug}"
         for s in Segment.objects.exclude(pk=segment.pk)
         if segment.slug in referenced_segments(s.condition)
     ]
+    for _, more in segment_usage.send(sender=Segment, slug=segment.slug):
+        users.extend(more or [])
+    return users
+
+
+def segment_delete(*, segment: Segment, actor: str) -> None:
+    users = segment_users(segment)
     if users:
         raise ValidationFailed(
             f"segment {segment.slug} is used by {', '.join(users)}",

@@ -4,9 +4,12 @@
   for these profiles.
 - `segments_recomputed(slugs)`: sent after a batch recompute (memberships of any number
   of profiles may have changed).
+- `segment_usage(slug)`: asked before a segment is deleted; a receiver returns a list of
+  what uses it (e.g. ["rule cart-reminder"]), and a used segment is not deleted.
 """
 
 from django.dispatch import Signal
 
 memberships_changed = Signal()
 segments_recomputed = Signal()
+segment_usage = Signal()

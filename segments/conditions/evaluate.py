@@ -90,8 +90,36 @@ def _measure(node: Mapping[str, Any], events: list[EventFact]) -> Any:
 
 
 def evaluate(tree: Mapping[str, Any], facts: Facts, now: datetime) -> bool:
-    """Whether the profile described by `facts` matches the (validated) condition."""
-    return _explain(tree, facts, now, "", None)
+    """Whether the profile described by `facts` matches the (validated) condition.
+
+    The same decisions as `explain` (which also says why), without building its text:
+    this is `/decide`'s hot path."""
+    if "all" in tree:
+        return all(evaluate(c, facts, now) for c in tree["all"])
+    if "any" in tree:
+        return any(evaluate(c, facts, now) for c in tree["any"])
+    if "not" in tree:
+        return not evaluate(tree["not"], facts, now)
+    if "trait" in tree:
+        return compare(facts.traits.get(tree["trait"], _MISSING), tree["op"], tree.get("value"))
+    if "attr" in tree:
+        return compare(facts.attrs.get(tree["attr"]), tree["op"], tree.get("value"))
+    if "segment" in tree:
+        return tree["segment"] in facts.segments
+    if "context" in tree:
+        return compare(facts.context.get(tree["context"], _MISSING), tree["op"], tree.get("value"))
+    if "consent" in tree:
+        return bool(facts.consent.get(tree["consent"], False))
+    if "score" in tree:
+        return compare(facts.scores.get(tree["score"]), tree["op"], tree.get("value"))
+    if "event" in tree:
+        value = _measure(tree, _matching_events(tree, facts, now))
+        m = tree.get("measure", _COUNT_ANY)
+        return value is not None and compare(value, m["op"], m.get("value"))
+    raise ValueError("not a validated condition")
+
+
+_COUNT_ANY = {"fn": "count", "op": "gte", "value": 1}
 
 
 def explain(tree: Mapping[str, Any], facts: Facts, now: datetime) -> list[tuple[str, bool, str]]:

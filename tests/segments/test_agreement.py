@@ -21,7 +21,7 @@ from consent.models import ConsentRecord, Purpose
 from profiles.models import Event, Profile
 from profiles.services import source_create
 from segments.compiler import matching_ids
-from segments.conditions import evaluate, validate
+from segments.conditions import evaluate, explain, validate
 from segments.models import Membership, ProfileScore, Segment
 from segments.selectors import profile_facts
 
@@ -251,5 +251,12 @@ def test_sql_and_memory_evaluators_agree(condition, people):
         by_sql = set(matching_ids(condition, now=NOW))
         facts = profile_facts(profile_ids=ids, now=NOW)
         by_memory = {pid for pid, f in facts.items() if evaluate(condition, f, NOW)}
+        # the admin's "why" trace reaches the same verdict as the fast evaluator
+        explained = {
+            pid
+            for pid, f in facts.items()
+            if dict((p, r) for p, r, _ in explain(condition, f, NOW))["(root)"]
+        }
         transaction.set_rollback(True)
     assert by_sql == by_memory, condition
+    assert explained == by_memory, condition

@@ -281,7 +281,7 @@ def test_delete_of_a_referenced_segment_is_400(secret_client):
     make("a", PRO)
     make("b", {"segment": "a"})
     error = error_of(secret_client.delete("/api/v1/segments/a"), 400)
-    assert "used by b" in error["message"]
+    assert "used by segment b" in error["message"]
     assert Segment.objects.filter(slug="a").exists()
     assert not AuditEvent.objects.filter(action="segment.deleted").exists()
 

@@ -150,7 +150,7 @@ def test_delete_refuses_a_segment_another_refers_to():
 
     with pytest.raises(ValidationFailed) as caught:
         services.segment_delete(segment=a, actor="test")
-    assert "used by b" in caught.value.message
+    assert "used by segment b" in caught.value.message
     assert Segment.objects.filter(slug="a").exists()
 
     # once the user is gone, it can go
