@@ -35,7 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from profiles.models import Identity, Profile
-from profiles.privacy import profile_cache_key
+from profiles.privacy import identity_cache_key, profile_cache_key
 from rules import decisionlog, hooks
 from rules.engine import SlotDecision, cap_key, cap_ttl, decide_slot
 from rules.selectors import (
@@ -53,6 +53,7 @@ VERSION_KEY = "cdp:rules:version"
 EPOCH_KEY = "cdp:snapshot:epoch"
 SNAPSHOT_TTL = 3600
 IDENTITY_TTL = 30.0
+IDENTITY_SHARED_TTL = 24 * 3600
 IDENTITY_MAX = 100_000
 CONFIG_TTL_WITHOUT_CACHE = 5.0
 CACHE_RETRY_AFTER = 5.0
@@ -84,10 +85,14 @@ class _DjangoStore:
     def set(self, key: str, value: Any, ttl: int) -> None:
         cache.set(key, value, ttl)
 
-    def incr(self, key: str, ttl: int) -> None:
-        if not cache.add(key, 1, ttl):
-            cache.incr(key)
-            cache.touch(key, ttl)
+    def delete_many(self, keys: list[str]) -> None:
+        cache.delete_many(keys)
+
+    def incr(self, counters: list[tuple[str, int]]) -> None:
+        for key, ttl in counters:
+            if not cache.add(key, 1, ttl):
+                cache.incr(key)
+                cache.touch(key, ttl)
 
 
 class _RedisStore:
@@ -120,11 +125,16 @@ class _RedisStore:
         raw = value if type(value) is int else pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         self.client.set(cache.make_key(key), raw, ex=ttl)
 
-    def incr(self, key: str, ttl: int) -> None:
-        full = cache.make_key(key)
-        with self.client.pipeline(transaction=False) as pipe:  # one round trip
-            pipe.incr(full)
-            pipe.expire(full, ttl)
+    def delete_many(self, keys: list[str]) -> None:
+        if keys:
+            self.client.delete(*[cache.make_key(k) for k in keys])
+
+    def incr(self, counters: list[tuple[str, int]]) -> None:
+        with self.client.pipeline(transaction=False) as pipe:  # one round trip for all
+            for key, ttl in counters:
+                full = cache.make_key(key)
+                pipe.incr(full)
+                pipe.expire(full, ttl)
             pipe.execute()
 
 
@@ -164,29 +174,52 @@ class Visitor:
     key: str  # sticky hashing and frequency caps: the profile, else the identifier given
 
 
+def _remember(pairs: Mapping[tuple[str, str], uuid.UUID], now: float) -> None:
+    with _lock:
+        for pair, pid in pairs.items():
+            _identities[pair] = (now, pid)
+            _identities.move_to_end(pair)
+        while len(_identities) > IDENTITY_MAX:
+            _identities.popitem(last=False)
+
+
 def visitor_resolve(*, keys: list[tuple[str, str]]) -> Visitor:
-    """The live profile the identifiers name (user_id first), without creating one."""
+    """The live profile the identifiers name (user_id first), without creating one:
+    from this process's memory, else Redis (one MGET), else the database (one query,
+    whose answer goes to Redis for the other processes)."""
     now = time.monotonic()
     found: dict[tuple[str, str], uuid.UUID] = {}
-    missing = []
     for k in keys:
         hit = _identities.get(k)
         if hit is not None and now - hit[0] < IDENTITY_TTL:
             found[k] = hit[1]
-        else:
-            missing.append(k)
-    if missing and not any(k in found for k in keys[:1]):
-        q = Q()
-        for kind, value in missing:
-            q |= Q(kind=kind, value=value)
-        rows = Identity.objects.filter(q).values_list("kind", "value", "profile_id")
-        with _lock:
-            for kind, value, pid in rows:
-                found[(kind, value)] = pid
-                _identities[(kind, value)] = (now, pid)
-                _identities.move_to_end((kind, value))
-            while len(_identities) > IDENTITY_MAX:
-                _identities.popitem(last=False)
+    if not any(k in found for k in keys[:1]):  # the strongest identifier is not known here
+        missing = [k for k in keys if k not in found]
+        shared = _cache_call(store().get_many, [identity_cache_key(*k) for k in missing])
+        from_redis = {
+            k: uuid.UUID(str(shared[identity_cache_key(*k)]))
+            for k in missing
+            if shared and identity_cache_key(*k) in shared
+        }
+        found.update(from_redis)
+        _remember(from_redis, now)
+        missing = [k for k in missing if k not in found]
+        if missing and not any(k in found for k in keys[:1]):
+            q = Q()
+            for kind, value in missing:
+                q |= Q(kind=kind, value=value)
+            rows = {
+                (kind, value): pid
+                for kind, value, pid in Identity.objects.filter(q).values_list(
+                    "kind", "value", "profile_id"
+                )
+            }
+            found.update(rows)
+            _remember(rows, now)
+            for (kind, value), pid in rows.items():
+                _cache_call(
+                    store().set, identity_cache_key(kind, value), str(pid), IDENTITY_SHARED_TTL
+                )
     for k in keys:
         if k in found:
             return Visitor(found[k], str(found[k]))
@@ -194,10 +227,13 @@ def visitor_resolve(*, keys: list[tuple[str, str]]) -> Visitor:
     return Visitor(None, f"{kind[0]}:{value}")
 
 
-def identity_forget(pairs: Iterable[tuple[str, str]]) -> None:
+def identities_forget(*, pairs: Iterable[tuple[str, str]]) -> None:
+    """These identifiers may point elsewhere now (a merge): drop them here and in Redis."""
+    pairs = list(pairs)
     with _lock:
         for pair in pairs:
             _identities.pop(pair, None)
+    _cache_call(store().delete_many, [identity_cache_key(*p) for p in pairs])
 
 
 # --- Configuration and snapshots ---------------------------------------------------------
@@ -381,10 +417,13 @@ def _capped_keys(config: RulesConfig, slots: list[str], visitor: str, now: datet
 
 
 def _count_impressions(decisions: Iterable[SlotDecision], visitor: str, now: datetime) -> None:
+    """One more impression on each capped rule served (one round trip for all; INCR and
+    EXPIRE together, so a session cap's expiry slides)."""
     timeout = settings.CDP["SESSION_TIMEOUT_SECONDS"]
-    for d in decisions:
-        rule = d.rule
-        if rule is None or rule.cap_count is None:
-            continue
-        # INCR and EXPIRE in one round trip; for a session cap, the expiry slides.
-        _cache_call(store().incr, cap_key(visitor, rule, now), cap_ttl(rule, timeout))
+    counters = [
+        (cap_key(visitor, d.rule, now), cap_ttl(d.rule, timeout))
+        for d in decisions
+        if d.rule is not None and d.rule.cap_count is not None
+    ]
+    if counters:
+        _cache_call(store().incr, counters)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from cdp.privacy import Person, PrivacyHandler, privacy_handler_register
 from consent.models import Purpose
 from consent.signals import consent_changed
-from profiles.models import Profile
+from profiles.models import Identity, Profile
 from profiles.signals import events_ingested, profile_merging
 from rules import services
 from rules.engine import CompiledRule, cap_key
@@ -51,9 +51,18 @@ def config_follows_purposes(sender: type, **kwargs: Any) -> None:
 
 @receiver(profile_merging)
 def decisions_follow_merge(sender: type, into: Profile, other: Profile, **kwargs: Any) -> None:
+    from rules.decide import identities_forget
+
     Decision.objects.filter(profile_id=other.pk).update(profile_id=into.pk)
     ids = [into.pk, other.pk]
-    transaction.on_commit(lambda: services.snapshots_invalidate(profile_ids=ids))
+    # The merged profile's identities now point at `into`: cached lookups must go.
+    pairs = list(Identity.objects.filter(profile_id__in=ids).values_list("kind", "value"))
+
+    def forget() -> None:
+        services.snapshots_invalidate(profile_ids=ids)
+        identities_forget(pairs=pairs)
+
+    transaction.on_commit(forget)
 
 
 @receiver(segment_usage)

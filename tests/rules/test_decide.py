@@ -378,7 +378,7 @@ def test_a_warm_decision_for_a_known_visitor_reads_no_database(
     # Count the calls that reach the cache (each is one Redis round trip)
     calls: list[str] = []
     default = decide.store()
-    originals = {n: getattr(default, n) for n in ("get_many", "set", "incr")}
+    originals = {n: getattr(default, n) for n in ("get_many", "set", "incr", "delete_many")}
 
     depth = [0]
 
@@ -600,3 +600,45 @@ def test_a_rule_saved_here_is_served_by_another_process(transactional_db, source
     # and the decisions it logged outlive it: they wait in Redis for the drain task
     assert decisionlog.drain() == 2
     assert Decision.objects.filter(slot="home_hero").count() == 2
+
+
+@pytest.mark.django_db
+def test_a_process_that_never_saw_the_visitor_finds_them_in_redis_not_the_database(
+    write_client, hero, django_assert_num_queries
+):
+    post_events(write_client, {"type": "track", "event": "add_to_cart", "anonymous_id": "seen"})
+    ask(write_client, {"anonymous_id": "seen", "slots": ["home_hero"]})
+    decide._identities.clear()  # as in another web process: compiled rules, no identities
+
+    with django_assert_num_queries(0):
+        body = ask(write_client, {"anonymous_id": "seen", "slots": ["home_hero"]})
+    assert body["decisions"]["home_hero"]["variant"] == "cart"
+
+
+@pytest.mark.django_db
+def test_after_a_merge_decisions_follow_the_surviving_profile(
+    write_client, secret_client, hero, django_capture_on_commit_callbacks
+):
+    # Given a known customer, and an anonymous visitor whose identity is cached
+    post_events(secret_client, {"type": "identify", "user_id": "ann", "traits": {"plan": "pro"}})
+    post_events(write_client, {"type": "page", "anonymous_id": "ann-phone"})
+    before = ask(write_client, {"anonymous_id": "ann-phone", "slots": ["home_hero"]})
+
+    # When the visitor logs in on that phone (the two profiles merge) and adds to cart
+    with django_capture_on_commit_callbacks(execute=True):
+        post_events(
+            secret_client,
+            {
+                "batch": [
+                    {"type": "identify", "anonymous_id": "ann-phone", "user_id": "ann"},
+                    {"type": "track", "event": "add_to_cart", "user_id": "ann"},
+                ]
+            },
+        )
+
+    # Then the anonymous id now answers for the customer's profile
+    after = ask(write_client, {"anonymous_id": "ann-phone", "slots": ["home_hero"]})
+    survivor = str(Identity.objects.get(kind="user_id", value="ann").profile_id)
+    assert before["profile_id"] != survivor
+    assert after["profile_id"] == survivor
+    assert after["decisions"]["home_hero"]["variant"] == "cart"
