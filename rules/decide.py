@@ -299,12 +299,16 @@ def snapshots_warm(*, profile_ids: list[uuid.UUID], now: datetime | None = None)
     epoch = str(got.get(EPOCH_KEY) or "0")
     done = 0
     for start in range(0, len(profile_ids), 1000):
-        for snap in snapshots_build(
-            profile_ids=profile_ids[start : start + 1000], config=config, now=now
-        ).values():
+        chunk = profile_ids[start : start + 1000]
+        for snap in snapshots_build(profile_ids=chunk, config=config, now=now).values():
             snap.epoch = epoch
             _cache_call(store().set, profile_cache_key(snap.profile_id), snap, SNAPSHOT_TTL)
             done += 1
+        # … and where their identifiers lead, for every process
+        for kind, value, pid in Identity.objects.filter(
+            profile_id__in=chunk, kind__in=["user_id", "anonymous_id"]
+        ).values_list("kind", "value", "profile_id"):
+            _cache_call(store().set, identity_cache_key(kind, value), str(pid), IDENTITY_SHARED_TTL)
     return done
 
 

@@ -82,7 +82,7 @@ Provider = Callable[[CompiledSlot, Facts, datetime, str], SlotDecision | None]
 def cap_key(visitor: str, rule: CompiledRule, now: datetime) -> str:
     """The counter of a capped rule's impressions for a visitor in the current period."""
     if rule.cap_per == "day":
-        period = now.strftime("%Y-%m-%d")
+        period = f"{now.year}-{now.month:02d}-{now.day:02d}"
     elif rule.cap_per == "week":
         year, week, _ = now.isocalendar()
         period = f"{year}w{week:02d}"

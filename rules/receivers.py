@@ -36,7 +36,13 @@ def snapshots_follow_memberships(sender: type, profile_ids: list[Any], **kwargs:
 
 @receiver(segments_recomputed)
 def snapshots_follow_recompute(sender: type, **kwargs: Any) -> None:
-    transaction.on_commit(services.snapshots_retire_all)
+    from rules.tasks import snapshots_warm_recent
+
+    def retire_and_rewarm() -> None:
+        services.snapshots_retire_all()
+        snapshots_warm_recent.delay()
+
+    transaction.on_commit(retire_and_rewarm)
 
 
 @receiver(consent_changed)

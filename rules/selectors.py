@@ -256,3 +256,15 @@ def decision_preview(
             traces.append(RuleTrace(rule, rule.live_at(now), bool(lines and lines[0][1]), lines))
         out.append(SlotPreview(slot, decision, traces))
     return snap, out
+
+
+def profiles_recently_active(*, minutes: int, limit: int) -> list[uuid.UUID]:
+    """Live profiles seen in the last `minutes`, most recent first."""
+    from profiles.models import Profile
+
+    since = timezone.now() - timedelta(minutes=minutes)
+    return list(
+        Profile.objects.filter(merged_into__isnull=True, last_seen_at__gte=since)
+        .order_by("-last_seen_at")
+        .values_list("pk", flat=True)[:limit]
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import caches
 from django.db import connection
 from django.utils import timezone
 
@@ -642,3 +643,26 @@ def test_after_a_merge_decisions_follow_the_surviving_profile(
     assert before["profile_id"] != survivor
     assert after["profile_id"] == survivor
     assert after["decisions"]["home_hero"]["variant"] == "cart"
+
+
+@pytest.mark.django_db
+def test_warmed_snapshots_make_first_visits_read_no_database(
+    write_client, hero, django_assert_num_queries
+):
+    # Given visitors seen before, whose caches are cold (a deploy, a batch recompute)
+    for name in ("w1", "w2"):
+        post_events(write_client, {"type": "track", "event": "add_to_cart", "anonymous_id": name})
+    ask(write_client, {"anonymous_id": "w0-unknown", "slots": ["home_hero"]})  # rules compiled
+    caches["default"].clear()
+    decide._identities.clear()
+    decide.config_current()
+
+    # When the recently active ones are warmed in bulk
+    from rules.selectors import profiles_recently_active
+
+    assert decide.snapshots_warm(profile_ids=profiles_recently_active(minutes=5, limit=100)) == 2
+
+    # Then their first visit reads no database
+    with django_assert_num_queries(0):
+        body = ask(write_client, {"anonymous_id": "w2", "slots": ["home_hero"]})
+    assert body["decisions"]["home_hero"]["variant"] == "cart"
