@@ -17,6 +17,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,8 @@ _rows: list[dict[str, Any]] = []
 _thread: threading.Thread | None = None
 _pid: int | None = None
 _redis: Any = None
+_redis_down_until = 0.0
+RETRY_AFTER = 5.0
 # The background writer starts on the first buffered row. Tests turn it off and call
 # flush() themselves, so rows are written inside the test's transaction.
 autostart = True
@@ -72,13 +75,16 @@ def _decode(raw: bytes) -> dict[str, Any]:
 
 
 def enqueue(rows: list[dict[str, Any]]) -> None:
-    """Hand rows to the writer: one RPUSH to Redis, else the in-process buffer."""
+    """Hand rows to the writer: one RPUSH to Redis, else (no Redis, or Redis failed in
+    the last RETRY_AFTER seconds) the in-process buffer."""
+    global _redis_down_until
     client = _client()
-    if client is not None:
+    if client is not None and time.monotonic() >= _redis_down_until:
         try:
             client.rpush(QUEUE_KEY, *[_encode(r) for r in rows])
             return
         except Exception:
+            _redis_down_until = time.monotonic() + RETRY_AFTER
             logger.warning("decision log: Redis unreachable, buffering in process", exc_info=True)
     _buffer(rows)
 
