@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "consent",
     "segments",
     "rules",
+    "experiments",
 ]
 
 MIDDLEWARE = [

@@ -171,7 +171,7 @@ def _cache_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 @dataclasses.dataclass(frozen=True)
 class Visitor:
     profile_id: uuid.UUID | None
-    key: str  # sticky hashing and frequency caps: the profile, else the identifier given
+    key: str  # sticky hashing and frequency caps (visitor_unit)
 
 
 def _remember(pairs: Mapping[tuple[str, str], uuid.UUID], now: float) -> None:
@@ -220,11 +220,18 @@ def visitor_resolve(*, keys: list[tuple[str, str]]) -> Visitor:
                 _cache_call(
                     store().set, identity_cache_key(kind, value), str(pid), IDENTITY_SHARED_TTL
                 )
+    unit = visitor_unit(*keys[0])
     for k in keys:
         if k in found:
-            return Visitor(found[k], str(found[k]))
-    kind, value = keys[0]
-    return Visitor(None, f"{kind[0]}:{value}")
+            return Visitor(found[k], unit)
+    return Visitor(None, unit)
+
+
+def visitor_unit(kind: str, value: str) -> str:
+    """The unit that control groups, experiments and frequency caps count: the strongest
+    identifier of the request ("u:<user_id>", else "a:<anonymous_id>"), not the profile
+    id, so a first visit before any event lands in the same group as the visits after."""
+    return f"{kind[0]}:{value}"
 
 
 def identities_forget(*, pairs: Iterable[tuple[str, str]]) -> None:
@@ -365,7 +372,7 @@ def decide(
     for key in _capped_keys(config, slots, visitor.key, now):
         # Without the counters, a capped rule is treated as capped: never over-serve.
         caps[key] = int(got.get(key) or 0) if caps_known else 1 << 30
-    providers = hooks.providers()
+    providers = hooks.providers(config.extensions, snapshot.extra if snapshot else {})
     decisions = {
         key: decide_slot(
             config.slots[key],

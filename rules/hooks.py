@@ -1,22 +1,78 @@
-"""Extension point: providers answer for a slot before its rules (the experiments app
-registers one for running experiments). A provider returns a SlotDecision or None."""
+"""Extension point: an extension answers for a slot before its rules (the experiments app
+registers one for running experiments).
+
+An extension has
+- `load()`: its compiled state, loaded with the rules configuration (so it is reloaded
+  whenever the configuration version moves: call rules.services.config_changed() after
+  changing what it loads);
+- `profile_data(profile_ids)`: per-profile data kept in the cached snapshot (e.g. sticky
+  assignments), read in bulk when snapshots are built;
+- `decide(state, data, slot, facts, now, visitor)`: a SlotDecision, or None to let the
+  slot's rules answer. `data` is this profile's entry of `profile_data` (None for an
+  unknown visitor).
+"""
 
 from __future__ import annotations
 
-from rules.engine import Provider
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
 
-_PROVIDERS: list[Provider] = []
-
-
-def provider_register(provider: Provider) -> None:
-    if provider not in _PROVIDERS:
-        _PROVIDERS.append(provider)
-
-
-def provider_unregister(provider: Provider) -> None:
-    if provider in _PROVIDERS:
-        _PROVIDERS.remove(provider)
+from rules.engine import CompiledSlot, Provider, SlotDecision
+from segments.conditions import Facts
 
 
-def providers() -> tuple[Provider, ...]:
-    return tuple(_PROVIDERS)
+@dataclass(frozen=True)
+class Extension:
+    name: str
+    load: Callable[[], Any]
+    profile_data: Callable[[list[uuid.UUID]], dict[uuid.UUID, Any]]
+    decide: Callable[[Any, Any, CompiledSlot, Facts, datetime, str], SlotDecision | None]
+
+
+_EXTENSIONS: dict[str, Extension] = {}
+
+
+def extension_register(extension: Extension) -> None:
+    _EXTENSIONS[extension.name] = extension
+
+
+def extensions() -> tuple[Extension, ...]:
+    return tuple(_EXTENSIONS.values())
+
+
+def providers(states: dict[str, Any], data: dict[str, Any]) -> list[Provider]:
+    """The extensions bound to their loaded state and one profile's data."""
+    return [
+        partial(_call, ext, states.get(ext.name), data.get(ext.name))
+        for ext in _EXTENSIONS.values()
+        if ext.name in states
+    ]
+
+
+def _call(
+    ext: Extension,
+    state: Any,
+    data: Any,
+    slot: CompiledSlot,
+    facts: Facts,
+    now: datetime,
+    visitor: str,
+) -> SlotDecision | None:
+    return ext.decide(state, data, slot, facts, now, visitor)
+
+
+def states_load() -> dict[str, Any]:
+    return {ext.name: ext.load() for ext in _EXTENSIONS.values()}
+
+
+def profile_data(profile_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    ids = list(profile_ids)
+    out: dict[uuid.UUID, dict[str, Any]] = {pid: {} for pid in ids}
+    for ext in _EXTENSIONS.values():
+        for pid, value in ext.profile_data(ids).items():
+            out.setdefault(pid, {})[ext.name] = value
+    return out

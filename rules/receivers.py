@@ -105,7 +105,12 @@ def _cap_counters(person: Person) -> Iterator[str]:
     """The frequency counters that name the person (this and the previous period)."""
     now = timezone.now()
     capped = list(Rule.objects.filter(frequency_cap_count__isnull=False))
-    for pid in person.profile_ids:
+    units = [
+        f"{kind[0]}:{value}"
+        for kind, value in person.identities
+        if kind in ("user_id", "anonymous_id")
+    ]
+    for unit in units:
         for rule in capped:
             compiled = CompiledRule(
                 id=rule.pk,
@@ -119,7 +124,7 @@ def _cap_counters(person: Person) -> Iterator[str]:
                 cap_per=rule.frequency_cap_per,
             )
             for at in (now, now - timedelta(days=1), now - timedelta(days=7)):
-                yield cap_key(str(pid), compiled, at)
+                yield cap_key(unit, compiled, at)
 
 
 privacy_handler_register(

@@ -13,6 +13,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from consent.selectors import gate_allowed, gate_default, purpose_default_granted, purposes_all
+from rules import hooks
 from rules.engine import CompiledRule, CompiledSlot
 from rules.models import Decision, Rule, Slot
 from segments.conditions import Facts, describe, event_names
@@ -32,6 +33,7 @@ class RulesConfig:
     events_since_seconds: int | None  # None: a rule looks at all history
     consent_defaults: dict[str, bool] = field(default_factory=dict)
     personalization_default: bool = True
+    extensions: dict[str, Any] = field(default_factory=dict)  # rules.hooks states
 
 
 def _compile_rule(rule: Rule) -> CompiledRule:
@@ -88,6 +90,7 @@ def rules_config_load(*, version: str) -> RulesConfig:
         events_since_seconds=None if None in windows else max((w or 0 for w in windows), default=0),
         consent_defaults={p.code: purpose_default_granted(p) for p in purposes},
         personalization_default=gate_default(gate=PERSONALIZATION),
+        extensions=hooks.states_load(),
     )
 
 
@@ -101,6 +104,7 @@ class Snapshot:
     config_version: str
     built_at: datetime
     epoch: str = "0"  # the snapshot epoch it was built under (rules.decide)
+    extra: dict[str, Any] = field(default_factory=dict)  # rules.hooks profile data
 
 
 def snapshots_build(
@@ -117,7 +121,11 @@ def snapshots_build(
         profile_ids=profile_ids, now=now, event_names=set(config.event_names), since=since
     )
     allowed = gate_allowed(gate=PERSONALIZATION, profile_ids=set(facts))
-    return {pid: Snapshot(pid, f, allowed[pid], config.version, now) for pid, f in facts.items()}
+    extra = hooks.profile_data(facts)
+    return {
+        pid: Snapshot(pid, f, allowed[pid], config.version, now, extra=extra.get(pid, {}))
+        for pid, f in facts.items()
+    }
 
 
 def snapshot_build(*, profile_id: uuid.UUID, config: RulesConfig, now: datetime) -> Snapshot | None:
@@ -230,7 +238,6 @@ def decision_preview(
     import dataclasses
 
     from rules.engine import decide_slot
-    from rules.hooks import providers
     from segments.conditions import explain
 
     now = now or timezone.now()
@@ -248,7 +255,7 @@ def decision_preview(
             visitor=visitor,
             personalization=snap.personalization if snap else config.personalization_default,
             caps={},
-            providers=providers(),
+            providers=hooks.providers(config.extensions, snap.extra if snap else {}),
         )
         traces = []
         for rule in slot.rules:

@@ -22,6 +22,7 @@ from cdp.errors import ValidationFailed
 from profiles.models import Event
 from profiles.privacy import profile_cache_key
 from rules.models import CapPeriod, ContentVariant, Decision, Rule, Slot, Strategy
+from rules.signals import decisions_logged
 from segments.services import condition_check
 
 logger = logging.getLogger(__name__)
@@ -324,9 +325,13 @@ def rules_reorder(*, slot: Slot, keys: list[str], actor: str) -> list[Rule]:
 
 
 def decisions_write(*, rows: list[dict[str, Any]]) -> None:
-    Decision.objects.bulk_create(
-        [Decision(**row) for row in rows], batch_size=1000, ignore_conflicts=True
-    )
+    """Store logged decisions (idempotent by id) and announce them (`decisions_logged`:
+    experiments record exposures from them), in one transaction."""
+    with transaction.atomic():
+        Decision.objects.bulk_create(
+            [Decision(**row) for row in rows], batch_size=1000, ignore_conflicts=True
+        )
+        decisions_logged.send(sender=Decision, rows=rows)
 
 
 def decisions_attribute(

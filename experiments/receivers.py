@@ -1,0 +1,60 @@
+"""Wiring: the experiments extension of `/decide`, exposures from logged decisions,
+merges keep the identified profile's assignment, privacy handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.dispatch import receiver
+
+from cdp.privacy import Person, PrivacyHandler, privacy_handler_register
+from experiments import services
+from experiments.assignment import decide_extension
+from experiments.models import Exposure
+from experiments.selectors import experiments_running_load, exposures_of
+from profiles.models import Profile
+from profiles.signals import profile_merging
+from rules.hooks import Extension, extension_register
+from rules.signals import decisions_logged
+
+extension_register(
+    Extension(
+        name="experiments",
+        load=experiments_running_load,
+        profile_data=exposures_of,
+        decide=decide_extension,
+    )
+)
+
+
+@receiver(decisions_logged)
+def exposures_from_decisions(sender: type, rows: list[dict[str, Any]], **kwargs: Any) -> None:
+    services.exposures_record(rows=rows)
+
+
+@receiver(profile_merging)
+def exposures_follow_merge(sender: type, into: Profile, other: Profile, **kwargs: Any) -> None:
+    """The surviving (identified) profile keeps its own assignment where it has one; the
+    other profile's exposures move over only for experiments it had not seen."""
+    mine = set(Exposure.objects.filter(profile_id=into.pk).values_list("experiment_id", flat=True))
+    Exposure.objects.filter(profile_id=other.pk, experiment_id__in=mine).delete()
+    Exposure.objects.filter(profile_id=other.pk).update(profile_id=into.pk)
+
+
+def _exposures_export(person: Person) -> Iterator[dict[str, Any]]:
+    for e in Exposure.objects.filter(profile_id__in=person.profile_ids).select_related(
+        "experiment"
+    ):
+        yield {"experiment": e.experiment.key, "variant": e.variant, "exposed_at": e.exposed_at}
+
+
+def _exposures_erase(person: Person) -> int:
+    return Exposure.objects.filter(profile_id__in=person.profile_ids).delete()[0]
+
+
+privacy_handler_register(
+    PrivacyHandler(
+        "experiment_exposures", (Exposure,), _exposures_export, _exposures_erase, order=230
+    )
+)

@@ -1,0 +1,252 @@
+"""Writes: experiments (validated, audited; every change makes `/decide` reload),
+their lifecycle, and exposures (from the decision log)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from cdp.audit import audit_record
+from cdp.errors import Conflict, ValidationFailed
+from experiments.models import Experiment, Exposure, Goal, GoalKind, Status, Variant
+from profiles.models import Event, EventSchema
+from rules.services import config_changed
+from segments.services import condition_check
+
+WEIGHT_TOLERANCE = 1e-6
+KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def _fail(field: str, reason: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {reason}", details={field: [reason]})
+
+
+def variants_from_factors(factors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Multivariate: every combination of the factors' levels is a variant (equal
+    weights); the first combination (every factor's first level) is the control."""
+    if not factors:
+        return []
+    for i, f in enumerate(factors):
+        if (
+            not isinstance(f, dict)
+            or not f.get("name")
+            or not isinstance(f.get("levels"), list)
+            or len(f["levels"]) < 2
+        ):
+            raise _fail(f"factors[{i}]", 'must be {"name": …, "levels": [at least two]}')
+    combos = list(itertools.product(*[[str(level) for level in f["levels"]] for f in factors]))
+    weight = 1.0 / len(combos)
+    return [
+        {
+            "key": "-".join(c),
+            "weight": weight,
+            "content": {"factors": {f["name"]: level for f, level in zip(factors, c, strict=True)}},
+        }
+        for c in combos
+    ]
+
+
+def _check_variants(variants: list[dict[str, Any]]) -> None:
+    if len(variants) < 2:
+        raise _fail(
+            "variants", "an experiment needs at least two variants (the first is the control)"
+        )
+    keys = [str(v.get("key") or "") for v in variants]
+    for i, key in enumerate(keys):
+        if not KEY.match(key):
+            raise _fail(f"variants[{i}].key", "letters, digits, - and _ (up to 100)")
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise _fail("variants", f"duplicate key(s) {', '.join(map(str, dupes))}")
+    weights = [v.get("weight") for v in variants]
+    for i, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+            raise _fail(f"variants[{i}].weight", "must be a number ≥ 0")
+    total = math.fsum(float(w) for w in weights)  # type: ignore[arg-type]
+    if abs(total - 1.0) > WEIGHT_TOLERANCE:
+        raise _fail("variants", f"weights must sum to 1 (they sum to {total:g})")
+
+
+def _known_events() -> set[str]:
+    return set(EventSchema.objects.values_list("event", flat=True)) | set(
+        settings.CDP["PURCHASE_EVENTS"]
+    )
+
+
+def _check_goals(goals: list[dict[str, Any]]) -> None:
+    if not goals:
+        raise _fail("goals", "at least one goal (the primary metric)")
+    known = _known_events()
+    for i, g in enumerate(goals):
+        name = g.get("event")
+        if not isinstance(name, str) or not name:
+            raise _fail(f"goals[{i}].event", "required")
+        if name not in known and not Event.objects.filter(event=name).exists():
+            raise _fail(
+                f"goals[{i}].event",
+                f"unknown event {name!r}: never received and no schema declares it",
+            )
+        if g.get("kind", "conversion") not in GoalKind.values:
+            raise _fail(f"goals[{i}].kind", f"one of {', '.join(GoalKind.values)}")
+        if g.get("kind") == GoalKind.REVENUE and not g.get("property"):
+            raise _fail(f"goals[{i}].property", "a revenue goal names its numeric property")
+        if g.get("where"):
+            condition_check({"event": name, "where": g["where"]}, field=f"goals[{i}].where")
+    if sum(1 for g in goals if g.get("primary")) > 1:
+        raise _fail("goals", "only one goal can be primary")
+
+
+def _check_namespace(exp: Experiment) -> None:
+    if not 0.0 <= exp.namespace_start < exp.namespace_end <= 1.0:
+        raise _fail("namespace", "the range must satisfy 0 ≤ start < end ≤ 1")
+    if not exp.namespace:
+        return
+    others = (
+        Experiment.objects.filter(namespace=exp.namespace)
+        .exclude(pk=exp.pk)
+        .exclude(status=Status.STOPPED)
+    )
+    for other in others:
+        if exp.namespace_start < other.namespace_end and other.namespace_start < exp.namespace_end:
+            raise _fail(
+                "namespace",
+                f"[{exp.namespace_start:g}, {exp.namespace_end:g}) overlaps experiment "
+                f"{other.key} [{other.namespace_start:g}, {other.namespace_end:g}) in namespace {exp.namespace}",
+            )
+
+
+def experiment_save(
+    *,
+    experiment: Experiment,
+    actor: str,
+    variants: list[dict[str, Any]] | None = None,
+    goals: list[dict[str, Any]] | None = None,
+) -> Experiment:
+    """Create or update an experiment with its variants and goals (validated together).
+    A running experiment's variants keep their keys: weights may change, and profiles
+    keep the variant they were first exposed to."""
+    exp = experiment
+    if not 0.0 <= exp.traffic <= 1.0:
+        raise _fail("traffic", "between 0 and 1")
+    if exp.audience is not None:
+        condition_check(exp.audience, allow_context=True, field="audience")
+    if exp.factors:
+        generated = variants_from_factors(exp.factors)
+        if variants is None:
+            variants = generated
+    if variants is None and exp.pk is None:
+        raise _fail("variants", "required")
+    if variants is not None:
+        _check_variants(variants)
+        if exp.pk is not None and exp.status != Status.DRAFT:
+            before = set(exp.variants.values_list("key", flat=True))
+            if before != {v["key"] for v in variants}:
+                raise _fail(
+                    "variants", "a started experiment keeps its variants (weights may change)"
+                )
+    if goals is not None or exp.pk is None:
+        _check_goals(goals or [])
+    _check_namespace(exp)
+    created = exp.pk is None
+    with transaction.atomic():
+        exp.save()
+        if variants is not None:
+            exp.variants.all().delete()
+            Variant.objects.bulk_create(
+                Variant(
+                    experiment=exp,
+                    index=i,
+                    key=v["key"],
+                    weight=float(v["weight"]),
+                    content=v.get("content") or {},
+                )
+                for i, v in enumerate(variants)
+            )
+        if goals is not None:
+            exp.goals.all().delete()
+            primary_given = any(g.get("primary") for g in goals)
+            Goal.objects.bulk_create(
+                Goal(
+                    experiment=exp,
+                    event=g["event"],
+                    kind=g.get("kind", GoalKind.CONVERSION),
+                    property=g.get("property", ""),
+                    where=g.get("where") or [],
+                    window_seconds=int(g.get("window_seconds", 7 * 86400)),
+                    primary=bool(g.get("primary")) or (not primary_given and i == 0),
+                )
+                for i, g in enumerate(goals)
+            )
+        audit_record(
+            actor=actor,
+            action="experiment.created" if created else "experiment.updated",
+            object_type="experiments.experiment",
+            object_id=exp.pk,
+            details={
+                "key": exp.key,
+                "variants": list(exp.variants.values("key", "weight")),
+                "traffic": exp.traffic,
+            },
+        )
+        config_changed()
+    return exp
+
+
+_MOVES = {
+    "start": ({Status.DRAFT, Status.PAUSED}, Status.RUNNING),
+    "pause": ({Status.RUNNING}, Status.PAUSED),
+    "stop": ({Status.RUNNING, Status.PAUSED}, Status.STOPPED),
+}
+
+
+def experiment_transition(*, experiment: Experiment, move: str, actor: str) -> Experiment:
+    """start (draft or paused → running), pause, stop (final)."""
+    allowed, target = _MOVES[move]
+    if experiment.status not in allowed:
+        raise Conflict(
+            f"status: cannot {move} an experiment that is {experiment.status}",
+            details={"status": [f"is {experiment.status}"]},
+        )
+    if move == "start" and experiment.slot_id is None:
+        raise _fail("slot", "an experiment runs on a slot")
+    with transaction.atomic():
+        experiment.status = target
+        now = timezone.now()
+        if move == "start" and experiment.started_at is None:
+            experiment.started_at = now
+        if move == "stop":
+            experiment.stopped_at = now
+        experiment.save(update_fields=["status", "started_at", "stopped_at", "updated_at"])
+        audit_record(
+            actor=actor,
+            action=f"experiment.{move}",
+            object_type="experiments.experiment",
+            object_id=experiment.pk,
+            details={"key": experiment.key},
+        )
+        config_changed()
+    return experiment
+
+
+def exposures_record(*, rows: Iterable[dict[str, Any]]) -> int:
+    """Exposures from logged decisions: the first per (experiment, profile) is kept."""
+    by_key = dict(Experiment.objects.values_list("key", "pk"))
+    exposures = [
+        Exposure(
+            experiment_id=by_key[r["experiment"]],
+            profile_id=r["profile_id"],
+            variant=r["variant"],
+            exposed_at=r["decided_at"],
+        )
+        for r in sorted(rows, key=lambda r: r["decided_at"])
+        if r.get("kind") == "experiment" and r.get("profile_id") and r.get("experiment") in by_key
+    ]
+    Exposure.objects.bulk_create(exposures, ignore_conflicts=True, batch_size=1000)
+    return len(exposures)
