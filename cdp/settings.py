@@ -124,6 +124,10 @@ CELERY_BEAT_SCHEDULE = {
     "segments-sweep-windows": {"task": "segments.tasks.segments_sweep_windows", "schedule": 300.0},
     "rules-decisions-drain": {"task": "rules.tasks.decisions_drain", "schedule": 2.0},
     "rules-decisions-attribute": {"task": "rules.tasks.decisions_attribute", "schedule": 60.0},
+    "experiments-results": {
+        "task": "experiments.tasks.experiments_results_refresh_all",
+        "schedule": 600.0,
+    },
 }
 
 # --- Security switches (production turns DEBUG off and these on by default) ---------------

@@ -44,6 +44,23 @@ class Experiment(models.Model):
         blank=True,
         help_text='Multivariate: [{"name": "color", "levels": ["red", "blue"]}, …] — variants are the combinations.',
     )
+    holdout = models.BooleanField(
+        default=False,
+        help_text="The global personalization holdout: its 'holdout' variant's share of "
+        "visitors only ever get slot defaults (no rules, no experiments), so the uplift of "
+        "personalization as a whole can be measured against 'personalized'.",
+    )
+    confidence = models.FloatField(
+        default=0.95,
+        validators=[MinValueValidator(0.5), MaxValueValidator(0.999)],
+        help_text="Confidence level of the intervals and tests (0.95: 5% false positives).",
+    )
+    minimum_detectable_effect = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.001), MaxValueValidator(10.0)],
+        help_text="Smallest relative lift worth detecting (0.05 = 5%): sets the sample size "
+        "the results page asks for and the scale of the sequential test.",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.db.models import Q
+
 from experiments.hashing import bucket_ranges
-from experiments.models import Experiment, Exposure, Status
+from experiments.models import Experiment, Exposure, ResultSnapshot, Status
 
 
 @dataclass(frozen=True)
@@ -82,3 +85,21 @@ def exposures_of(profile_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]
     ).values_list("profile_id", "experiment__key", "variant"):
         out[pid][key] = variant
     return dict(out)
+
+
+def results_latest(*, experiment: Experiment) -> ResultSnapshot | None:
+    """The newest computed results of an experiment (None before the first run)."""
+    return experiment.results.order_by("-computed_at", "-pk").first()
+
+
+def experiments_to_refresh(*, now: datetime, stopped_within: timedelta) -> list[int]:
+    """Experiments whose results move: running, paused (late conversions still land), and
+    those stopped less than `stopped_within` ago."""
+    return list(
+        Experiment.objects.filter(
+            Q(status__in=[Status.RUNNING, Status.PAUSED])
+            | Q(status=Status.STOPPED, stopped_at__gte=now - stopped_within)
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )

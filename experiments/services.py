@@ -6,7 +6,9 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +17,15 @@ from django.utils import timezone
 
 from cdp.audit import audit_record
 from cdp.errors import Conflict, ValidationFailed
-from experiments.models import Experiment, Exposure, Goal, GoalKind, Status, Variant
+from experiments.models import (
+    Experiment,
+    Exposure,
+    Goal,
+    GoalKind,
+    ResultSnapshot,
+    Status,
+    Variant,
+)
 from profiles.models import Event, EventSchema
 from rules.services import config_changed
 from segments.services import condition_check
@@ -250,3 +260,27 @@ def exposures_record(*, rows: Iterable[dict[str, Any]]) -> int:
     ]
     Exposure.objects.bulk_create(exposures, ignore_conflicts=True, batch_size=1000)
     return len(exposures)
+
+
+RESULTS_KEPT = 500
+
+
+def results_refresh(*, experiment: Experiment, now: datetime | None = None) -> ResultSnapshot:
+    """Compute the experiment's results now and keep them as its newest snapshot (the
+    oldest beyond RESULTS_KEPT are dropped)."""
+    from experiments.results import results_compute
+
+    now = now or timezone.now()
+    started = time.perf_counter()
+    payload = results_compute(experiment=experiment, now=now)
+    snapshot = ResultSnapshot.objects.create(
+        experiment=experiment,
+        computed_at=now,
+        payload=payload,
+        duration_ms=round((time.perf_counter() - started) * 1000),
+    )
+    stale = ResultSnapshot.objects.filter(experiment=experiment).order_by("-computed_at", "-pk")[
+        RESULTS_KEPT:
+    ]
+    ResultSnapshot.objects.filter(pk__in=list(stale.values_list("pk", flat=True))).delete()
+    return snapshot

@@ -300,6 +300,35 @@ def _relative_lift(
     return relative, Interval(relative - half, relative + half)
 
 
+# ------------------------------------------------------------- one variant's interval
+
+
+def wilson_interval(*, conversions: Conversions, confidence: float = 0.95) -> Interval:
+    """Wilson score interval of one variant's conversion rate.
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and does not collapse to a
+    point when nobody (or everybody) converted, so small variants get honest bars.
+    """
+    z = _normal_critical(confidence)
+    n, p = conversions.n, conversions.rate
+    denominator = 1.0 + z * z / n
+    centre = (p + z * z / (2.0 * n)) / denominator
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denominator
+    # At 0% and 100% the bound is exactly 0 or 1; rounding would leave it a hair inside.
+    low = 0.0 if conversions.conversions == 0 else max(0.0, centre - half)
+    high = 1.0 if conversions.conversions == n else min(1.0, centre + half)
+    return Interval(low, high)
+
+
+def mean_interval(*, sums: MetricSums, confidence: float = 0.95) -> Interval:
+    """Student-t interval of one variant's mean (n − 1 degrees of freedom)."""
+    _check_level("confidence", confidence)
+    half = float(sps.t.isf((1.0 - confidence) / 2.0, sums.n - 1)) * math.sqrt(
+        sums.variance / sums.n
+    )
+    return Interval(sums.mean - half, sums.mean + half)
+
+
 # ------------------------------------------------------------------ frequentist tests
 
 
@@ -783,6 +812,35 @@ def sample_size_per_variant(
         )
     n = _required_n(baseline_rate, relative_mde, power, alpha)
     return max(1, math.ceil(n * (1.0 - 1e-9)))
+
+
+def sample_size_means_per_variant(
+    *,
+    mean: float,
+    variance: float,
+    relative_mde: float,
+    power: float = 0.8,
+    alpha: float = 0.05,
+) -> int:
+    """Units needed in each of two equal variants to detect a relative change in a mean.
+
+    Two-sided test on the difference of means with the control's variance in both
+    variants, normal approximation, the far rejection tail ignored:
+
+        n = 2·σ²·(z_{1−α/2} + z_{power})² / (relative_mde·mean)²
+    """
+    _check_level("alpha", alpha)
+    _check_level("power", power)
+    if power <= alpha / 2:
+        raise ValueError("power must exceed alpha / 2")
+    delta = relative_mde * mean
+    if not (math.isfinite(delta) and delta != 0):
+        raise ValueError("relative_mde and mean must be finite and non-zero")
+    if not (math.isfinite(variance) and variance >= 0):
+        raise ValueError(f"variance must be non-negative, got {variance}")
+    spread = float(sps.norm.isf(alpha / 2.0)) + float(sps.norm.ppf(power))
+    n = 2.0 * variance * spread**2 / delta**2
+    return max(2, math.ceil(n * (1.0 - 1e-9)))
 
 
 def minimum_detectable_effect(

@@ -22,6 +22,7 @@ from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import (
     confint_proportions_2indep,
     power_proportions_2indep,
+    proportion_confint,
     proportion_effectsize,
     proportions_ztest,
     samplesize_proportions_2indep_onetail,
@@ -38,15 +39,18 @@ from experiments.stats import (
     holm_bonferroni,
     lift_means,
     lift_proportions,
+    mean_interval,
     minimum_detectable_effect,
     proportions_chi_square,
     proportions_z_test,
     sample_ratio_mismatch,
+    sample_size_means_per_variant,
     sample_size_per_variant,
     sequential_test,
     sequential_test_means,
     sequential_test_proportions,
     welch_t_test,
+    wilson_interval,
 )
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -869,3 +873,68 @@ def test_mde_rejects_hopeless_sample():
 def test_invalid_input_is_rejected(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+# ------------------------------------------------------------ one variant's interval
+
+
+@PROPERTY
+@given(group=conversions(), confidence=st.sampled_from([0.8, 0.9, 0.95, 0.99]))
+def test_wilson_interval_matches_statsmodels(group, confidence):
+    low, high = proportion_confint(
+        group.conversions, group.n, alpha=1 - confidence, method="wilson"
+    )
+    ci = wilson_interval(conversions=group, confidence=confidence)
+    assert ci.low == close(low)
+    assert ci.high == close(high)
+    assert 0.0 <= ci.low <= group.rate <= ci.high <= 1.0
+
+
+def test_wilson_interval_by_hand():
+    # 0 of 10 at 95%: centre = (z²/20)/(1 + z²/10), half the same → [0, 2·centre]
+    z = 1.959963984540054
+    ci = wilson_interval(conversions=Conversions(n=10, conversions=0))
+    assert ci.low == 0.0
+    assert ci.high == close((z * z / 10) / (1 + z * z / 10))
+
+
+@PROPERTY
+@given(values=revenue, confidence=st.sampled_from([0.9, 0.95, 0.99]))
+def test_mean_interval_matches_scipy(values, confidence):
+    assume(len(set(values)) > 1)
+    sample = np.array(values, dtype=float)
+    low, high = stats.t.interval(
+        confidence, len(sample) - 1, loc=sample.mean(), scale=stats.sem(sample)
+    )
+    ci = mean_interval(sums=sums_of(values), confidence=confidence)
+    assert ci.low == close(low, abs=1e-9)
+    assert ci.high == close(high, abs=1e-9)
+
+
+@PROPERTY
+@given(
+    mean=st.floats(min_value=1, max_value=500),
+    sd=st.floats(min_value=1, max_value=1000),
+    mde=st.floats(min_value=0.01, max_value=1.0),
+    power=st.sampled_from([0.8, 0.9]),
+    alpha=st.sampled_from([0.01, 0.05]),
+)
+def test_sample_size_of_means_matches_statsmodels(mean, sd, mde, power, alpha):
+    n = sample_size_means_per_variant(
+        mean=mean, variance=sd * sd, relative_mde=mde, power=power, alpha=alpha
+    )
+    effect = mde * mean / sd
+    assume(effect <= 1.0)  # statsmodels' solver fails on samples of a handful of units
+    textbook = 2 * (stats.norm.isf(alpha / 2) + stats.norm.ppf(power)) ** 2 / effect**2
+    assert n == max(2, math.ceil(textbook * (1 - 1e-9)))
+    # statsmodels counts the far tail too, so it needs a hair fewer units, never more
+    reference = NormalIndPower().solve_power(effect, power=power, alpha=alpha)
+    assert reference <= textbook * (1 + 1e-9)
+    assert reference == close(textbook, rel=1e-3)
+    achieved = NormalIndPower().power(effect, n, alpha)
+    assert achieved >= power - 1e-9
+
+
+def test_sample_size_of_means_by_hand():
+    # mean 50, sd 100, detect +10% (5): 2·100²·(1.95996 + 0.84162)²/25 = 6,279.3 → 6,280
+    assert sample_size_means_per_variant(mean=50, variance=100**2, relative_mde=0.1) == 6_280

@@ -1,0 +1,470 @@
+"""An experiment's results: per-variant sums read in one query over its exposures and the
+goal events, then every statistic of experiments.stats on them.
+
+A unit is a profile exposed to the experiment. For each goal, its metric is read from the
+profile's events of the goal's name (bots excluded, the goal's property filters applied):
+- conversion: 1 if such an event happened in [exposed_at, exposed_at + window), else 0;
+- revenue: the sum of the goal's numeric property over the events in that window.
+Events before the exposure never count as outcomes; the same metric over the window
+*before* the exposure, [exposed_at − window, exposed_at), is the CUPED covariate.
+Sums are additive, so one query grouped by (variant, exposure day) gives both the totals
+and the cumulative series the chart draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count
+
+from experiments import stats
+from experiments.models import Experiment, Exposure, Goal, GoalKind
+from profiles.models import Event
+from segments.compiler import Compiler
+
+POWER = 0.8
+MAX_SERIES_DAYS = 120
+
+
+@dataclass
+class Sums:
+    """One variant's (or one variant-day's) additive sums for one goal."""
+
+    n: int = 0
+    converters: int = 0  # units with a positive metric
+    y: float = 0.0
+    y2: float = 0.0
+    x: float = 0.0
+    x2: float = 0.0
+    xy: float = 0.0
+
+    def add(self, other: Sums) -> None:
+        self.n += other.n
+        self.converters += other.converters
+        self.y += other.y
+        self.y2 += other.y2
+        self.x += other.x
+        self.x2 += other.x2
+        self.xy += other.xy
+
+
+@dataclass
+class GoalData:
+    goal: Goal
+    by_day: dict[str, dict[date, Sums]] = field(default_factory=dict)  # variant → day → sums
+
+    def total(self, variant: str) -> Sums:
+        out = Sums()
+        for s in self.by_day.get(variant, {}).values():
+            out.add(s)
+        return out
+
+
+# --- reading the sums -------------------------------------------------------------------
+
+
+def _value_sql(goal: Goal, pg: bool) -> tuple[str, list[Any]]:
+    """The event's contribution to the goal's metric (before the window test)."""
+    if goal.kind != GoalKind.REVENUE:
+        return "1", []
+    if pg:
+        return (
+            "(CASE WHEN jsonb_typeof(e.properties -> %s) = 'number' "
+            "THEN (e.properties ->> %s)::float8 END)",
+            [goal.property, goal.property],
+        )
+    key = f'$."{goal.property}"'
+    return (
+        "(CASE WHEN json_type(e.properties, %s) IN ('integer', 'real') "
+        "THEN json_extract(e.properties, %s) END)",
+        [key, key],
+    )
+
+
+def _filters_sql(goal: Goal, compiler: Compiler) -> tuple[str, list[Any]]:
+    parts, params = ["e.event = %s"], [goal.event]
+    for w in goal.where or []:
+        sql, ps = compiler.json_compare("e.properties", w["property"], w["op"], w.get("value"))
+        parts.append(sql)
+        params += ps
+    return " AND ".join(f"({p})" for p in parts), params
+
+
+def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list[GoalData]:
+    pg = connection.vendor == "postgresql"
+    compiler = Compiler(now)
+    exposure_table, event_table = Exposure._meta.db_table, Event._meta.db_table
+    if pg:
+        day = "(x.exposed_at AT TIME ZONE 'UTC')::date"
+        after = (
+            "e.timestamp >= x.exposed_at AND e.timestamp < x.exposed_at + %s * INTERVAL '1 second'"
+        )
+        before = (
+            "e.timestamp < x.exposed_at AND e.timestamp >= x.exposed_at - %s * INTERVAL '1 second'"
+        )
+        join_window = (
+            "e.timestamp >= x.exposed_at - %s * INTERVAL '1 second' "
+            "AND e.timestamp < x.exposed_at + %s * INTERVAL '1 second'"
+        )
+        false = "FALSE"
+    else:
+        offset = "((julianday(e.timestamp) - julianday(x.exposed_at)) * 86400.0)"
+        day = "date(x.exposed_at)"
+        after = f"{offset} >= 0 AND {offset} < %s"
+        before = f"{offset} < 0 AND {offset} >= -%s"
+        join_window = f"{offset} >= -%s AND {offset} < %s"
+        false = "0"
+    widest = max(g.window_seconds for g in goals)
+    inner_cols, inner_params = [], []
+    outer_cols = []
+    for i, goal in enumerate(goals):
+        value, value_params = _value_sql(goal, pg)
+        filters, filter_params = _filters_sql(goal, compiler)
+        w = goal.window_seconds
+        if goal.kind == GoalKind.REVENUE:
+            agg = "COALESCE(SUM(CASE WHEN {cond} THEN {value} END), 0)"
+        else:
+            agg = "MAX(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+        for name, window_test in (("y", after), ("x", before)):
+            inner_cols.append(
+                agg.format(cond=f"e.id IS NOT NULL AND {filters} AND {window_test}", value=value)
+                + f" AS {name}{i}"
+            )
+            inner_params += [*filter_params, w, *value_params]
+        outer_cols += [
+            f"SUM(CASE WHEN y{i} > 0 THEN 1 ELSE 0 END)",
+            f"SUM(y{i})",
+            f"SUM(y{i} * y{i})",
+            f"SUM(x{i})",
+            f"SUM(x{i} * x{i})",
+            f"SUM(x{i} * y{i})",
+        ]
+    names = sorted({g.event for g in goals})
+    sql = (
+        f"SELECT variant, day, COUNT(*), {', '.join(outer_cols)} FROM ("
+        f"SELECT x.id, x.variant, {day} AS day, {', '.join(inner_cols)} "
+        f"FROM {exposure_table} x LEFT JOIN {event_table} e ON e.profile_id = x.profile_id "
+        f"AND e.type = 'track' AND e.is_bot = {false} "
+        f"AND e.event IN ({', '.join(['%s'] * len(names))}) AND {join_window} "
+        "WHERE x.experiment_id = %s GROUP BY x.id, x.variant, day"
+        ") u GROUP BY variant, day ORDER BY day"
+    )
+    params = [*inner_params, *names, widest, widest, experiment.pk]
+    out = [GoalData(goal) for goal in goals]
+    with transaction.atomic(), connection.cursor() as cursor:
+        if pg:
+            # One hash aggregate over every exposure: give it the memory to stay in RAM.
+            cursor.execute("SET LOCAL work_mem = '256MB'")
+        cursor.execute(sql, params)
+        for row in cursor.fetchall():
+            variant, day_value, n = row[0], row[1], int(row[2])
+            the_day = day_value if isinstance(day_value, date) else date.fromisoformat(day_value)
+            for i, data in enumerate(out):
+                c = row[3 + 6 * i : 9 + 6 * i]
+                data.by_day.setdefault(variant, {})[the_day] = Sums(
+                    n=n,
+                    converters=int(c[0] or 0),
+                    y=float(c[1] or 0),
+                    y2=float(c[2] or 0),
+                    x=float(c[3] or 0),
+                    x2=float(c[4] or 0),
+                    xy=float(c[5] or 0),
+                )
+    return out
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def _finite(v: float | None) -> float | None:
+    """JSON has no inf/NaN: an infinite or undefined figure is reported as null."""
+    return v if v is not None and math.isfinite(v) else None
+
+
+def _interval(ci: stats.Interval | None) -> list[float | None] | None:
+    return None if ci is None else [_finite(ci.low), _finite(ci.high)]
+
+
+def _tau_squared(mde: float, baseline: float) -> float | None:
+    tau = mde * baseline
+    return tau * tau if tau != 0 and math.isfinite(tau) else None
+
+
+def _variant_row(key: str, weight: float, s: Sums, kind: str, confidence: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": key, "weight": weight, "n": s.n, "converters": s.converters}
+    if kind == GoalKind.CONVERSION:
+        row["conversions"] = round(s.y)
+        row["rate"] = s.y / s.n if s.n else None
+        row["ci"] = (
+            _interval(
+                stats.wilson_interval(
+                    conversions=stats.Conversions(s.n, round(s.y)), confidence=confidence
+                )
+            )
+            if s.n
+            else None
+        )
+    else:
+        row["total"] = s.y
+        row["mean"] = s.y / s.n if s.n else None
+        row["ci"] = (
+            _interval(
+                stats.mean_interval(sums=stats.MetricSums(s.n, s.y, s.y2), confidence=confidence)
+            )
+            if s.n >= 2
+            else None
+        )
+    return row
+
+
+def _compare(
+    control: Sums, treatment: Sums, kind: str, confidence: float, mde: float
+) -> dict[str, Any] | None:
+    """Treatment against control for one goal; None when either side is too small."""
+    alpha = 1.0 - confidence
+    if kind == GoalKind.CONVERSION:
+        if control.n < 1 or treatment.n < 1:
+            return None
+        c = stats.Conversions(control.n, round(control.y))
+        t = stats.Conversions(treatment.n, round(treatment.y))
+        z = stats.proportions_z_test(control=c, treatment=t, confidence=confidence)
+        lift = stats.lift_proportions(control=c, treatment=t, confidence=confidence)
+        bayes = stats.chance_to_beat_control_proportions(control=c, treatment=t)
+        pooled = (c.conversions + t.conversions) / (c.n + t.n)
+        tau2 = _tau_squared(mde, c.rate or pooled)
+        seq = (
+            stats.sequential_test_proportions(control=c, treatment=t, tau_squared=tau2, alpha=alpha)
+            if tau2
+            else None
+        )
+        p_value, test = z.p_value, {"name": "two-proportion z-test", "z": _finite(z.z)}
+        cuped = None
+        if control.x > 0 or treatment.x > 0:
+            cuped = _cuped(control, treatment, confidence)
+    else:
+        if control.n < 2 or treatment.n < 2:
+            return None
+        cm = stats.MetricSums(control.n, control.y, control.y2)
+        tm = stats.MetricSums(treatment.n, treatment.y, treatment.y2)
+        welch = stats.welch_t_test(control=cm, treatment=tm, confidence=confidence)
+        lift = stats.lift_means(control=cm, treatment=tm, confidence=confidence)
+        bayes = stats.chance_to_beat_control_means(control=cm, treatment=tm)
+        tau2 = _tau_squared(mde, cm.mean or (cm.sum + tm.sum) / (cm.n + tm.n))
+        seq = (
+            stats.sequential_test_means(control=cm, treatment=tm, tau_squared=tau2, alpha=alpha)
+            if tau2
+            else None
+        )
+        p_value = welch.p_value
+        test = {"name": "Welch t-test", "t": _finite(welch.t), "df": _finite(welch.df)}
+        cuped = _cuped(control, treatment, confidence) if (control.x or treatment.x) else None
+    return {
+        "test": test,
+        "p_value": p_value,
+        "difference": lift.absolute,
+        "difference_ci": _interval(lift.absolute_ci),
+        "relative_lift": _finite(lift.relative),
+        "relative_lift_ci": _interval(lift.relative_ci),
+        "chance_to_beat_control": bayes.chance_to_beat_control,
+        "expected_loss": bayes.expected_loss_if_treatment,
+        "expected_loss_of_control": bayes.expected_loss_if_control,
+        "sequential": None
+        if seq is None
+        else {"p_value": seq.p_value, "difference_ci": _interval(seq.ci)},
+        "cuped": cuped,
+    }
+
+
+def _cuped(control: Sums, treatment: Sums, confidence: float) -> dict[str, Any] | None:
+    if control.n < 2 or treatment.n < 2:
+        return None
+    groups = [stats.CupedSums(s.n, s.x, s.y, s.x2, s.y2, s.xy) for s in (control, treatment)]
+    result = stats.cuped_welch_t_test(control=groups[0], treatment=groups[1], confidence=confidence)
+    if result.theta == 0:
+        return None
+    before = result.unadjusted.standard_error
+    after = result.test.standard_error
+    return {
+        "theta": result.theta,
+        "control_mean": result.control.mean,
+        "treatment_mean": result.treatment.mean,
+        "difference": result.test.difference,
+        "difference_ci": _interval(result.test.ci),
+        "p_value": result.test.p_value,
+        "variance_reduction": (1.0 - (after / before) ** 2) if before > 0 else None,
+    }
+
+
+def _sample_size(
+    control: Sums, kind: str, confidence: float, mde: float, n_variants: int
+) -> dict[str, Any] | None:
+    """Units each variant needs to detect the experiment's MDE (Bonferroni-adjusted alpha
+    when several treatments are compared), or None while the baseline is unknown."""
+    alpha = (1.0 - confidence) / max(1, n_variants - 1)
+    try:
+        if kind == GoalKind.CONVERSION:
+            rate = control.y / control.n if control.n else 0.0
+            if not 0.0 < rate < 1.0 or rate * (1 + mde) >= 1.0:
+                return None
+            needed = stats.sample_size_per_variant(
+                baseline_rate=rate, relative_mde=mde, power=POWER, alpha=alpha
+            )
+        else:
+            if control.n < 2 or control.y == 0:
+                return None
+            sums = stats.MetricSums(control.n, control.y, control.y2)
+            needed = stats.sample_size_means_per_variant(
+                mean=sums.mean, variance=sums.variance, relative_mde=mde, power=POWER, alpha=alpha
+            )
+    except ValueError:
+        return None
+    return {"per_variant": needed, "power": POWER, "alpha": alpha, "relative_mde": mde}
+
+
+def _series(data: GoalData, keys: list[str], kind: str, confidence: float) -> list[dict[str, Any]]:
+    """Cumulative, by exposure day: each variant's n, rate (or mean) and interval."""
+    days = sorted({d for by in data.by_day.values() for d in by})[-MAX_SERIES_DAYS:]
+    running = {k: Sums() for k in keys}
+    # Days cut off the front still count in the running totals.
+    first = days[0] if days else None
+    for k in keys:
+        for d, s in data.by_day.get(k, {}).items():
+            if first is not None and d < first:
+                running[k].add(s)
+    out = []
+    for d in days:
+        point: dict[str, Any] = {"day": d.isoformat(), "variants": {}}
+        for k in keys:
+            today = data.by_day.get(k, {}).get(d)
+            if today is not None:
+                running[k].add(today)
+            r = running[k]
+            row = _variant_row(k, 0.0, r, kind, confidence)
+            point["variants"][k] = {
+                "n": r.n,
+                "value": row.get("rate") if kind == GoalKind.CONVERSION else row.get("mean"),
+                "ci": row["ci"],
+            }
+        out.append(point)
+    return out
+
+
+def results_compute(*, experiment: Experiment, now: datetime) -> dict[str, Any]:
+    """Every goal's per-variant figures, comparisons with control (Holm-adjusted across
+    treatments), the sample-ratio check and the sample still needed, as JSON."""
+    variants = list(experiment.variants.order_by("index"))
+    goals = list(experiment.goals.all())
+    keys = [v.key for v in variants]
+    weights = [v.weight for v in variants]
+    confidence, mde = experiment.confidence, experiment.minimum_detectable_effect
+    data = _read_sums(experiment, goals, now) if goals else []
+    exposures: dict[str, int] = defaultdict(int)
+    if data:
+        for k in keys:
+            exposures[k] = data[0].total(k).n
+    else:
+        for k, n in (
+            Exposure.objects.filter(experiment=experiment)
+            .values_list("variant")
+            .annotate(n=Count("id"))
+            .values_list("variant", "n")
+        ):
+            exposures[k] = n
+    observed = [exposures[k] for k in keys]
+    warnings: list[str] = []
+    srm = None
+    if sum(observed) > 0:
+        check = stats.sample_ratio_mismatch(observed=observed, weights=weights)
+        srm = {
+            "p_value": check.p_value,
+            "mismatch": check.mismatch,
+            "expected": check.expected,
+            "observed": observed,
+            "statistic": _finite(check.statistic),
+        }
+        if check.mismatch:
+            warnings.append(
+                "Sample ratio mismatch: the variants received "
+                + ", ".join(f"{k} {o:,}" for k, o in zip(keys, observed, strict=True))
+                + " units where the weights expect "
+                + ", ".join(f"{e:,.0f}" for e in check.expected)
+                + f" (p = {check.p_value:.2g}). Assignment or exposure logging is broken: "
+                "do not trust these results until the cause is found."
+            )
+    goal_results = []
+    for g in data:
+        goal = g.goal
+        totals = {k: g.total(k) for k in keys}
+        rows = [
+            _variant_row(k, w, totals[k], goal.kind, confidence)
+            for k, w in zip(keys, weights, strict=True)
+        ]
+        comparisons = [
+            _compare(totals[keys[0]], totals[k], goal.kind, confidence, mde) for k in keys[1:]
+        ]
+        # Holm across the treatments compared with control, so that several variants do
+        # not multiply the chance of a false winner.
+        present = [c for c in comparisons if c is not None]
+        adjusted = stats.holm_bonferroni([c["p_value"] for c in present])
+        for c, p_adj in zip(present, adjusted, strict=True):
+            c["p_value_adjusted"] = p_adj
+            c["significant"] = p_adj < 1.0 - confidence
+        for row, comparison in zip(rows[1:], comparisons, strict=True):
+            row["vs_control"] = comparison
+        chi = None
+        if goal.kind == GoalKind.CONVERSION and len(keys) > 2 and all(totals[k].n for k in keys):
+            test = stats.proportions_chi_square(
+                groups=[stats.Conversions(totals[k].n, round(totals[k].y)) for k in keys]
+            )
+            chi = {"statistic": test.statistic, "dof": test.dof, "p_value": test.p_value}
+        needed = _sample_size(totals[keys[0]], goal.kind, confidence, mde, len(keys))
+        if needed is not None:
+            more = sum(max(0, needed["per_variant"] - totals[k].n) for k in keys)
+            needed["more_needed"] = more
+            needed["enough"] = more == 0
+            if goal.primary and more > 0:
+                warnings.append(
+                    f"Not enough data yet: about {more:,} more users are needed "
+                    f"({needed['per_variant']:,} per variant) to detect a "
+                    f"{mde:.0%} relative change in {goal.event} with {POWER:.0%} power."
+                )
+        elif goal.primary:
+            warnings.append(
+                f"Not enough data yet: the control has no {goal.event} "
+                f"{'conversions' if goal.kind == GoalKind.CONVERSION else 'revenue'} to plan from."
+            )
+        goal_results.append(
+            {
+                "goal": {
+                    "id": goal.pk,
+                    "event": goal.event,
+                    "kind": goal.kind,
+                    "property": goal.property,
+                    "where": goal.where,
+                    "window_seconds": goal.window_seconds,
+                    "primary": goal.primary,
+                },
+                "variants": rows,
+                "chi_square": chi,
+                "sample_size": needed,
+                "series": _series(g, keys, goal.kind, confidence),
+            }
+        )
+    return {
+        "experiment": experiment.key,
+        "status": experiment.status,
+        "computed_at": now.isoformat(),
+        "confidence": confidence,
+        "minimum_detectable_effect": mde,
+        "control": keys[0] if keys else None,
+        "exposures": {k: exposures[k] for k in keys},
+        "exposures_total": sum(observed),
+        "srm": srm,
+        "warnings": warnings,
+        "goals": goal_results,
+    }

@@ -1,0 +1,256 @@
+"""Experiment results end to end: visitors assigned through `/decide`, events through
+`/events`, results computed from exposures and events — checked against a hand
+calculation on the same raw data (not against experiments.stats)."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from scipy import stats as sps
+
+from experiments import services
+from experiments.models import Experiment, Exposure, Status
+from experiments.selectors import experiments_to_refresh, results_latest
+from rules import decisionlog
+from rules import services as rules_services
+from rules.models import Slot
+from tests.conftest import post_events
+
+BOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+@pytest.fixture
+def hero(db: Any) -> Slot:
+    return rules_services.slot_save(
+        slot=Slot(key="home_hero"),
+        actor="test",
+        variants=[{"key": "welcome", "title": "Welcome"}, {"key": "sale", "title": "Sale"}],
+        default_variant="welcome",
+    )
+
+
+def start(slot: Slot, **fields: Any) -> Experiment:
+    exp = services.experiment_save(
+        experiment=Experiment(key="hero-test", name="Hero test", slot=slot, **fields),
+        actor="test",
+        variants=fields.pop(
+            "variants",
+            [
+                {"key": "welcome", "weight": 0.5},
+                {"key": "sale", "weight": 0.5, "content": {"title": "Big sale"}},
+            ],
+        ),
+        goals=[
+            {"event": "purchase", "kind": "conversion", "window_seconds": 86400, "primary": True},
+            {
+                "event": "purchase",
+                "kind": "revenue",
+                "property": "revenue",
+                "window_seconds": 86400,
+            },
+            {
+                "event": "purchase",
+                "kind": "conversion",
+                "where": [{"property": "category", "op": "eq", "value": "shoes"}],
+                "window_seconds": 86400,
+            },
+        ],
+    )
+    return services.experiment_transition(experiment=exp, move="start", actor="test")
+
+
+def visit(write_client: Any, anon: str) -> str:
+    assert (
+        post_events(
+            write_client, {"type": "page", "name": "Home", "anonymous_id": anon}
+        ).status_code
+        == 202
+    )
+    response = write_client.post(
+        "/api/v1/decide", {"anonymous_id": anon, "slots": ["home_hero"]}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    decision = response.json()["decisions"]["home_hero"]
+    assert decision["source"] == "experiment"
+    return decision["experiment"]["variant"]
+
+
+def purchase(write_client: Any, anon: str, at: Any, revenue: float, **extra: Any) -> None:
+    body = {
+        "type": "track",
+        "event": "purchase",
+        "anonymous_id": anon,
+        "timestamp": at.isoformat(),
+        "properties": {"revenue": revenue, "category": extra.pop("category", "shirts")},
+        **extra,
+    }
+    response = post_events(write_client, body)
+    assert response.status_code == 202, response.content
+
+
+def z_test_by_hand(c1: int, n1: int, c2: int, n2: int) -> tuple[float, float]:
+    p1, p2 = c1 / n1, c2 / n2
+    pooled = (c1 + c2) / (n1 + n2)
+    z = (p2 - p1) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return z, math.erfc(abs(z) / math.sqrt(2))
+
+
+@pytest.mark.django_db
+def test_results_match_a_hand_calculation(write_client, hero):
+    # given: 60 visitors assigned through /decide, exposed two days ago
+    exp = start(hero)
+    visitors = {f"v-{i}": visit(write_client, f"v-{i}") for i in range(60)}
+    decisionlog.flush()
+    assert Exposure.objects.filter(experiment=exp).count() == 60
+    now = timezone.now()
+    exposed_at = now - timedelta(days=2)
+    Exposure.objects.filter(experiment=exp).update(exposed_at=exposed_at)
+    # and their purchases: inside the day after exposure (counted), before it (CUPED's
+    # covariate only), more than a day after (not counted), and by a bot (not counted)
+    post: dict[str, float] = {}
+    shoes: set[str] = set()
+    pre: dict[str, float] = {}
+    for i, anon in enumerate(visitors):
+        if i % 3 == 0 or (visitors[anon] == "sale" and i % 4 == 0):
+            amount = 10.0 + i
+            category = "shoes" if i % 2 == 0 else "shirts"
+            purchase(write_client, anon, exposed_at + timedelta(hours=2), amount, category=category)
+            post[anon] = post.get(anon, 0.0) + amount
+            if category == "shoes":
+                shoes.add(anon)
+        if i % 6 == 0:  # a second purchase in the window adds revenue, not a conversion
+            purchase(write_client, anon, exposed_at + timedelta(hours=20), 5.0)
+            post[anon] = post.get(anon, 0.0) + 5.0
+        if i % 5 == 0:
+            purchase(write_client, anon, exposed_at - timedelta(hours=3), 7.0 + i)
+            pre[anon] = 7.0 + i
+        if i % 7 == 1:
+            purchase(write_client, anon, exposed_at + timedelta(hours=30), 99.0)
+    not_a_buyer = next(a for a in visitors if a not in post)
+    purchase(
+        write_client,
+        not_a_buyer,
+        exposed_at + timedelta(hours=1),
+        50.0,
+        context={"user_agent": BOT_UA},
+    )
+
+    # when
+    services.results_refresh(experiment=exp, now=now)
+    latest = results_latest(experiment=exp)
+    assert latest is not None
+    results = latest.payload
+
+    # then: per-variant figures
+    units = {v: [a for a in visitors if visitors[a] == v] for v in ("welcome", "sale")}
+    primary, revenue, filtered = results["goals"]
+    assert results["control"] == "welcome"
+    assert results["exposures"] == {v: len(units[v]) for v in units}
+    by_key = {row["key"]: row for row in primary["variants"]}
+    for v, members in units.items():
+        assert by_key[v]["n"] == len(members)
+        assert by_key[v]["conversions"] == sum(1 for a in members if a in post)
+        assert by_key[v]["rate"] == pytest.approx(by_key[v]["conversions"] / len(members))
+    # the z-test, by hand
+    c1, n1 = by_key["welcome"]["conversions"], by_key["welcome"]["n"]
+    c2, n2 = by_key["sale"]["conversions"], by_key["sale"]["n"]
+    z, p = z_test_by_hand(c1, n1, c2, n2)
+    vs = by_key["sale"]["vs_control"]
+    assert vs["test"]["z"] == pytest.approx(z, rel=1e-9)
+    assert vs["p_value"] == pytest.approx(p, rel=1e-9)
+    assert vs["difference"] == pytest.approx(c2 / n2 - c1 / n1, rel=1e-12)
+    assert vs["relative_lift"] == pytest.approx((c2 / n2) / (c1 / n1) - 1, rel=1e-12)
+    # one treatment: Holm changes nothing
+    assert vs["p_value_adjusted"] == pytest.approx(p, rel=1e-12)
+    assert 0.0 < vs["chance_to_beat_control"] < 1.0
+
+    # revenue: Welch's test on the per-unit sums, by scipy on the raw values
+    values = {v: [post.get(a, 0.0) for a in members] for v, members in units.items()}
+    rev = {row["key"]: row for row in revenue["variants"]}
+    for v in units:
+        assert rev[v]["total"] == pytest.approx(sum(values[v]))
+        assert rev[v]["mean"] == pytest.approx(sum(values[v]) / len(values[v]))
+    welch = sps.ttest_ind(values["sale"], values["welcome"], equal_var=False)
+    assert rev["sale"]["vs_control"]["test"]["t"] == pytest.approx(welch.statistic, rel=1e-9)
+    assert rev["sale"]["vs_control"]["p_value"] == pytest.approx(welch.pvalue, rel=1e-9)
+    # CUPED uses the pre-exposure revenue: theta = cov(x, y) / var(x) over all units
+    xs = [pre.get(a, 0.0) for a in visitors]
+    ys = [post.get(a, 0.0) for a in visitors]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (len(xs) - 1)
+    var = sum((x - mx) ** 2 for x in xs) / (len(xs) - 1)
+    assert rev["sale"]["vs_control"]["cuped"]["theta"] == pytest.approx(cov / var, rel=1e-9)
+
+    # a property filter narrows the goal
+    f = {row["key"]: row for row in filtered["variants"]}
+    for v, members in units.items():
+        assert f[v]["conversions"] == sum(1 for a in members if a in shoes)
+
+    # the cumulative series ends at the totals
+    last = primary["series"][-1]["variants"]
+    for v in units:
+        assert last[v]["n"] == len(units[v])
+        assert last[v]["value"] == pytest.approx(by_key[v]["rate"])
+
+
+@pytest.mark.django_db
+def test_a_skewed_split_is_flagged_as_sample_ratio_mismatch(hero):
+    # given: 1,000 exposures where the weights say 50/50 but 600 went to one side
+    exp = start(hero)
+    now = timezone.now()
+    import uuid
+
+    Exposure.objects.bulk_create(
+        Exposure(
+            experiment=exp,
+            profile_id=uuid.uuid4(),
+            variant="welcome" if i < 600 else "sale",
+            exposed_at=now,
+        )
+        for i in range(1000)
+    )
+    # when
+    payload = services.results_refresh(experiment=exp, now=now).payload
+    # then: chi-square 40 on 1 dof, p ≈ 2.5e-10
+    assert payload["srm"]["mismatch"] is True
+    assert payload["srm"]["statistic"] == pytest.approx(40.0)
+    assert payload["srm"]["p_value"] == pytest.approx(sps.chi2.sf(40.0, 1))
+    assert any("Sample ratio mismatch" in w for w in payload["warnings"])
+
+
+@pytest.mark.django_db
+def test_a_small_experiment_says_how_many_more_users_it_needs(write_client, hero):
+    # given: 20 visitors, a quarter of the control converts
+    exp = start(hero)
+    visitors = {f"s-{i}": visit(write_client, f"s-{i}") for i in range(20)}
+    decisionlog.flush()
+    for i, anon in enumerate(visitors):
+        if i % 4 == 0:
+            purchase(write_client, anon, timezone.now(), 20.0)
+    # when
+    payload = services.results_refresh(experiment=exp).payload
+    # then
+    needed = payload["goals"][0]["sample_size"]
+    assert needed["enough"] is False
+    assert needed["more_needed"] > 0
+    assert any(
+        "Not enough data yet" in w and f"{needed['more_needed']:,}" in w
+        for w in payload["warnings"]
+    )
+
+
+@pytest.mark.django_db
+def test_results_are_refreshed_for_live_and_recently_stopped_experiments(hero):
+    exp = start(hero)
+    now = timezone.now()
+    assert experiments_to_refresh(now=now, stopped_within=timedelta(days=1)) == [exp.pk]
+    services.experiment_transition(experiment=exp, move="stop", actor="test")
+    assert experiments_to_refresh(now=now, stopped_within=timedelta(days=1)) == [exp.pk]
+    Experiment.objects.filter(pk=exp.pk).update(
+        status=Status.STOPPED, stopped_at=now - timedelta(days=3)
+    )
+    assert experiments_to_refresh(now=now, stopped_within=timedelta(days=1)) == []
