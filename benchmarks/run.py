@@ -4,6 +4,7 @@
     python benchmarks/run.py ingest [--duration 20] [--servers gunicorn,granian]
     python benchmarks/run.py segments [--profiles 1000000] [--events 10000000] [--reuse]
     python benchmarks/run.py decide [--profiles 100000] [--duration 20] [--hot 10000]
+    python benchmarks/run.py experiments [--exposures 1000000] [--events 10000000] [--reuse]
 
 Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/cdp_bench; the
 database is dropped and recreated) and wrk (Debian package `wrk`). The servers and wrk
@@ -420,7 +421,17 @@ def main() -> None:
     dec.add_argument("--profiles", type=int, default=100_000)
     dec.add_argument("--duration", type=int, default=20)
     dec.add_argument("--hot", type=int, default=10_000, help="visitors in the working set")
+    exp = sub.add_parser("experiments")
+    exp.add_argument("--exposures", type=int, default=1_000_000)
+    exp.add_argument("--events", type=int, default=10_000_000)
+    exp.add_argument("--repeats", type=int, default=5)
+    exp.add_argument("--reuse", action="store_true", help="keep the generated database")
     args = parser.parse_args()
+    if args.bench == "experiments":
+        from benchmarks.experiments_bench import main as experiments_main
+
+        experiments_main(args.exposures, args.events, args.repeats, reuse=args.reuse)
+        return
     if args.bench == "decide":
         from benchmarks.decide_bench import main as decide_main
 

@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from cdp.privacy import Person, PrivacyHandler, privacy_handler_register
 from experiments import services
-from experiments.assignment import decide_extension
+from experiments.assignment import decide_extension, holdout_tag
 from experiments.models import Exposure
 from experiments.selectors import experiments_running_load, exposures_of
 from profiles.models import Profile
@@ -24,6 +24,7 @@ extension_register(
         load=experiments_running_load,
         profile_data=exposures_of,
         decide=decide_extension,
+        tag=holdout_tag,
     )
 )
 

@@ -68,75 +68,72 @@ class GoalData:
 # --- reading the sums -------------------------------------------------------------------
 
 
-def _value_sql(goal: Goal, pg: bool) -> tuple[str, list[Any]]:
+def _value_sql(goal: Goal, col: str, pg: bool) -> tuple[str, list[Any]]:
     """The event's contribution to the goal's metric (before the window test)."""
     if goal.kind != GoalKind.REVENUE:
         return "1", []
     if pg:
         return (
-            "(CASE WHEN jsonb_typeof(e.properties -> %s) = 'number' "
-            "THEN (e.properties ->> %s)::float8 END)",
+            f"(CASE WHEN jsonb_typeof({col} -> %s) = 'number' THEN ({col} ->> %s)::float8 END)",
             [goal.property, goal.property],
         )
     key = f'$."{goal.property}"'
     return (
-        "(CASE WHEN json_type(e.properties, %s) IN ('integer', 'real') "
-        "THEN json_extract(e.properties, %s) END)",
+        f"(CASE WHEN json_type({col}, %s) IN ('integer', 'real') THEN json_extract({col}, %s) END)",
         [key, key],
     )
 
 
-def _filters_sql(goal: Goal, compiler: Compiler) -> tuple[str, list[Any]]:
-    parts, params = ["e.event = %s"], [goal.event]
+def _filters_sql(goal: Goal, col: str, compiler: Compiler) -> tuple[str, list[Any]]:
+    parts, params = ["j.ev = %s"], [goal.event]
     for w in goal.where or []:
-        sql, ps = compiler.json_compare("e.properties", w["property"], w["op"], w.get("value"))
+        sql, ps = compiler.json_compare(col, w["property"], w["op"], w.get("value"))
         parts.append(sql)
         params += ps
     return " AND ".join(f"({p})" for p in parts), params
 
 
 def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list[GoalData]:
+    """Two queries: exposures per (variant, day); and, for the exposures that have goal
+    events near them, each unit's metrics summed per (variant, day). A unit without any
+    goal event adds only to n (its metrics are all zero)."""
     pg = connection.vendor == "postgresql"
     compiler = Compiler(now)
     exposure_table, event_table = Exposure._meta.db_table, Event._meta.db_table
     if pg:
         day = "(x.exposed_at AT TIME ZONE 'UTC')::date"
-        after = (
-            "e.timestamp >= x.exposed_at AND e.timestamp < x.exposed_at + %s * INTERVAL '1 second'"
-        )
-        before = (
-            "e.timestamp < x.exposed_at AND e.timestamp >= x.exposed_at - %s * INTERVAL '1 second'"
-        )
+        # date_part gives a float8 (EXTRACT gives numeric, much slower to compare).
+        offset = "date_part('epoch', e.timestamp - x.exposed_at)"
         join_window = (
             "e.timestamp >= x.exposed_at - %s * INTERVAL '1 second' "
             "AND e.timestamp < x.exposed_at + %s * INTERVAL '1 second'"
         )
         false = "FALSE"
     else:
-        offset = "((julianday(e.timestamp) - julianday(x.exposed_at)) * 86400.0)"
         day = "date(x.exposed_at)"
-        after = f"{offset} >= 0 AND {offset} < %s"
-        before = f"{offset} < 0 AND {offset} >= -%s"
+        offset = "((julianday(e.timestamp) - julianday(x.exposed_at)) * 86400.0)"
         join_window = f"{offset} >= -%s AND {offset} < %s"
         false = "0"
     widest = max(g.window_seconds for g in goals)
-    inner_cols, inner_params = [], []
-    outer_cols = []
+    unit_cols: list[str] = []
+    unit_params: list[Any] = []
+    sum_cols: list[str] = []
     for i, goal in enumerate(goals):
-        value, value_params = _value_sql(goal, pg)
-        filters, filter_params = _filters_sql(goal, compiler)
-        w = goal.window_seconds
+        value, value_params = _value_sql(goal, "j.props", pg)
+        filters, filter_params = _filters_sql(goal, "j.props", compiler)
         if goal.kind == GoalKind.REVENUE:
             agg = "COALESCE(SUM(CASE WHEN {cond} THEN {value} END), 0)"
         else:
             agg = "MAX(CASE WHEN {cond} THEN 1 ELSE 0 END)"
-        for name, window_test in (("y", after), ("x", before)):
-            inner_cols.append(
-                agg.format(cond=f"e.id IS NOT NULL AND {filters} AND {window_test}", value=value)
-                + f" AS {name}{i}"
+        for name, window_test in (
+            ("y", "j.dt >= 0 AND j.dt < %s"),
+            ("x", "j.dt < 0 AND j.dt >= -%s"),
+        ):
+            unit_cols.append(
+                agg.format(cond=f"{filters} AND {window_test}", value=value) + f" AS {name}{i}"
             )
-            inner_params += [*filter_params, w, *value_params]
-        outer_cols += [
+            unit_params += [*filter_params, goal.window_seconds, *value_params]
+        sum_cols += [
             f"SUM(CASE WHEN y{i} > 0 THEN 1 ELSE 0 END)",
             f"SUM(y{i})",
             f"SUM(y{i} * y{i})",
@@ -145,36 +142,42 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
             f"SUM(x{i} * y{i})",
         ]
     names = sorted({g.event for g in goals})
-    sql = (
-        f"SELECT variant, day, COUNT(*), {', '.join(outer_cols)} FROM ("
-        f"SELECT x.id, x.variant, {day} AS day, {', '.join(inner_cols)} "
-        f"FROM {exposure_table} x LEFT JOIN {event_table} e ON e.profile_id = x.profile_id "
-        f"AND e.type = 'track' AND e.is_bot = {false} "
+    near = (
+        f"SELECT x.id AS xid, x.variant, {day} AS day, {offset} AS dt, e.event AS ev, "
+        f"e.properties AS props FROM {exposure_table} x JOIN {event_table} e "
+        f"ON e.profile_id = x.profile_id AND e.type = 'track' AND e.is_bot = {false} "
         f"AND e.event IN ({', '.join(['%s'] * len(names))}) AND {join_window} "
-        "WHERE x.experiment_id = %s GROUP BY x.id, x.variant, day"
-        ") u GROUP BY variant, day ORDER BY day"
+        "WHERE x.experiment_id = %s"
     )
-    params = [*inner_params, *names, widest, widest, experiment.pk]
+    units = f"SELECT j.variant, j.day, {', '.join(unit_cols)} FROM ({near}) j GROUP BY j.xid, j.variant, j.day"
+    sql = f"SELECT variant, day, {', '.join(sum_cols)} FROM ({units}) u GROUP BY variant, day"
+    params = [*unit_params, *names, widest, widest, experiment.pk]
+    counts_sql = (
+        f"SELECT x.variant, {day} AS day, COUNT(*) FROM {exposure_table} x "
+        "WHERE x.experiment_id = %s GROUP BY x.variant, day"
+    )
+
+    def as_date(value: Any) -> date:
+        return value if isinstance(value, date) else date.fromisoformat(value)
+
     out = [GoalData(goal) for goal in goals]
     with transaction.atomic(), connection.cursor() as cursor:
         if pg:
-            # One hash aggregate over every exposure: give it the memory to stay in RAM.
+            # One hash aggregate per unit with goal events: let it stay in memory.
             cursor.execute("SET LOCAL work_mem = '256MB'")
+        cursor.execute(counts_sql, [experiment.pk])
+        for variant, day_value, n in cursor.fetchall():
+            for data in out:
+                data.by_day.setdefault(variant, {})[as_date(day_value)] = Sums(n=int(n))
         cursor.execute(sql, params)
         for row in cursor.fetchall():
-            variant, day_value, n = row[0], row[1], int(row[2])
-            the_day = day_value if isinstance(day_value, date) else date.fromisoformat(day_value)
+            variant, the_day = row[0], as_date(row[1])
             for i, data in enumerate(out):
-                c = row[3 + 6 * i : 9 + 6 * i]
-                data.by_day.setdefault(variant, {})[the_day] = Sums(
-                    n=n,
-                    converters=int(c[0] or 0),
-                    y=float(c[1] or 0),
-                    y2=float(c[2] or 0),
-                    x=float(c[3] or 0),
-                    x2=float(c[4] or 0),
-                    xy=float(c[5] or 0),
-                )
+                c = row[2 + 6 * i : 8 + 6 * i]
+                s = data.by_day[variant][the_day]
+                s.converters = int(c[0] or 0)
+                s.y, s.y2 = float(c[1] or 0), float(c[2] or 0)
+                s.x, s.x2, s.xy = float(c[3] or 0), float(c[4] or 0), float(c[5] or 0)
     return out
 
 

@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from experiments.hashing import bucket_ranges
 from experiments.models import Experiment, Exposure, ResultSnapshot, Status
+from rules.decide import flag_slot_key
 
 
 @dataclass(frozen=True)
@@ -41,40 +42,49 @@ class CompiledExperiment:
 @dataclass(frozen=True)
 class ExperimentsState:
     by_slot: dict[str, tuple[CompiledExperiment, ...]]
+    holdout: CompiledExperiment | None = None  # the running global personalization holdout
+
+
+def _compile(exp: Experiment, slot_content: dict[str, Any]) -> CompiledExperiment:
+    variants = tuple(
+        CompiledVariant(v.key, v.weight, v.content or slot_content.get(v.key, {}))
+        for v in exp.variants.all()
+    )
+    return CompiledExperiment(
+        key=exp.key,
+        name=exp.name,
+        slot=exp.slot.key if exp.slot else "",
+        seed=exp.hash_seed,
+        audience=exp.audience,
+        traffic=exp.traffic,
+        namespace=exp.namespace,
+        namespace_range=(exp.namespace_start, exp.namespace_end),
+        variants=variants,
+        ranges=tuple(bucket_ranges([v.weight for v in variants], exp.traffic)),
+    )
 
 
 def experiments_running_load() -> ExperimentsState:
-    """Running experiments on slots, with each variant's content (its own, else the slot
-    variant of the same key)."""
+    """Running experiments on slots (each variant's content: its own, else the slot
+    variant of the same key) and flags, and the running global holdout."""
     running = (
-        Experiment.objects.filter(status=Status.RUNNING, slot__isnull=False)
+        Experiment.objects.filter(status=Status.RUNNING)
         .select_related("slot")
         .prefetch_related("variants", "slot__variants")
         .order_by("created_at", "pk")
     )
     by_slot: dict[str, list[CompiledExperiment]] = defaultdict(list)
+    holdout = None
     for exp in running:
-        assert exp.slot is not None
+        if exp.holdout:
+            holdout = holdout or _compile(exp, {})
+            continue
+        if exp.slot is None:  # a flag: asked for by key in `/decide`'s "flags"
+            by_slot[flag_slot_key(exp.key)].append(_compile(exp, {}))
+            continue
         slot_content = {v.key: v.content() for v in exp.slot.variants.all()}
-        variants = tuple(
-            CompiledVariant(v.key, v.weight, v.content or slot_content.get(v.key, {}))
-            for v in exp.variants.all()
-        )
-        by_slot[exp.slot.key].append(
-            CompiledExperiment(
-                key=exp.key,
-                name=exp.name,
-                slot=exp.slot.key,
-                seed=exp.hash_seed,
-                audience=exp.audience,
-                traffic=exp.traffic,
-                namespace=exp.namespace,
-                namespace_range=(exp.namespace_start, exp.namespace_end),
-                variants=variants,
-                ranges=tuple(bucket_ranges([v.weight for v in variants], exp.traffic)),
-            )
-        )
-    return ExperimentsState({k: tuple(v) for k, v in by_slot.items()})
+        by_slot[exp.slot.key].append(_compile(exp, slot_content))
+    return ExperimentsState({k: tuple(v) for k, v in by_slot.items()}, holdout)
 
 
 def exposures_of(profile_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:

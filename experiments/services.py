@@ -27,11 +27,16 @@ from experiments.models import (
     Variant,
 )
 from profiles.models import Event, EventSchema
-from rules.services import config_changed
+from rules.services import config_changed, html_sanitize
 from segments.services import condition_check
 
 WEIGHT_TOLERANCE = 1e-6
 KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+MAX_VARIANTS = 100
+DEFAULT_WINDOW_SECONDS = 7 * 86400
+# Goal windows are whole minutes (the condition language's `within` has no seconds).
+MAX_WINDOW_SECONDS = 365 * 86400
+HOLDOUT_VARIANTS = frozenset({"holdout", "personalized"})
 
 
 def _fail(field: str, reason: str) -> ValidationFailed:
@@ -51,6 +56,8 @@ def variants_from_factors(factors: list[dict[str, Any]]) -> list[dict[str, Any]]
             or len(f["levels"]) < 2
         ):
             raise _fail(f"factors[{i}]", 'must be {"name": …, "levels": [at least two]}')
+    if math.prod(len(f["levels"]) for f in factors) > MAX_VARIANTS:
+        raise _fail("factors", f"at most {MAX_VARIANTS} combinations of levels")
     combos = list(itertools.product(*[[str(level) for level in f["levels"]] for f in factors]))
     weight = 1.0 / len(combos)
     return [
@@ -109,6 +116,17 @@ def _check_goals(goals: list[dict[str, Any]]) -> None:
             raise _fail(f"goals[{i}].property", "a revenue goal names its numeric property")
         if g.get("where"):
             condition_check({"event": name, "where": g["where"]}, field=f"goals[{i}].where")
+        window = g.get("window_seconds", DEFAULT_WINDOW_SECONDS)
+        if (
+            isinstance(window, bool)
+            or not isinstance(window, int)
+            or not 60 <= window <= MAX_WINDOW_SECONDS
+            or window % 60
+        ):
+            raise _fail(
+                f"goals[{i}].window_seconds",
+                f"whole minutes from 60 to {MAX_WINDOW_SECONDS} (1m to 365d)",
+            )
     if sum(1 for g in goals if g.get("primary")) > 1:
         raise _fail("goals", "only one goal can be primary")
 
@@ -132,6 +150,66 @@ def _check_namespace(exp: Experiment) -> None:
             )
 
 
+def _check_holdout(exp: Experiment, variants: list[dict[str, Any]] | None) -> None:
+    """The personalization holdout runs on no slot, has exactly the variants "holdout"
+    and "personalized", and there is one at a time (until it is stopped)."""
+    if not exp.holdout:
+        return
+    if exp.slot_id is not None:
+        raise _fail(
+            "slot",
+            "the holdout experiment runs on no slot (it holds visitors out of all personalization)",
+        )
+    keys = (
+        [str(v.get("key")) for v in variants]
+        if variants is not None
+        else list(exp.variants.values_list("key", flat=True))
+    )
+    if sorted(keys) != sorted(HOLDOUT_VARIANTS):
+        raise _fail(
+            "variants",
+            'the holdout experiment has exactly the variants "holdout" and "personalized"',
+        )
+    other = (
+        Experiment.objects.filter(holdout=True)
+        .exclude(pk=exp.pk)
+        .exclude(status=Status.STOPPED)
+        .values_list("key", flat=True)
+        .first()
+    )
+    if other is not None:
+        reason = f"experiment {other} is already the holdout (stop it first)"
+        raise Conflict(f"holdout: {reason}", details={"holdout": [reason]})
+
+
+def _check_levels(exp: Experiment) -> None:
+    for field, low, high in (
+        ("confidence", 0.5, 0.999),
+        ("minimum_detectable_effect", 0.001, 10.0),
+    ):
+        value = getattr(exp, field)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise _fail(field, f"between {low:g} and {high:g}")
+
+
+def _content_clean(content: dict[str, Any]) -> dict[str, Any]:
+    """A variant's `html` is served as-is by `/decide`: sanitized like slot variants'."""
+    if isinstance(content.get("html"), str):
+        return {**content, "html": html_sanitize(content["html"])}
+    return content
+
+
+def _factors_changed(exp: Experiment) -> bool:
+    if exp.pk is None:
+        return True
+    stored = Experiment.objects.filter(pk=exp.pk).values_list("factors", flat=True).first()
+    return stored != exp.factors
+
+
 def experiment_save(
     *,
     experiment: Experiment,
@@ -147,23 +225,29 @@ def experiment_save(
         raise _fail("traffic", "between 0 and 1")
     if exp.audience is not None:
         condition_check(exp.audience, allow_context=True, field="audience")
+    _check_levels(exp)
     if exp.factors:
         generated = variants_from_factors(exp.factors)
-        if variants is None:
+        # Regenerated only when the factors change: a save that leaves them alone keeps
+        # the weights someone set.
+        if variants is None and _factors_changed(exp):
             variants = generated
     if variants is None and exp.pk is None:
         raise _fail("variants", "required")
     if variants is not None:
         _check_variants(variants)
         if exp.pk is not None and exp.status != Status.DRAFT:
-            before = set(exp.variants.values_list("key", flat=True))
-            if before != {v["key"] for v in variants}:
+            # In order too: the first is the control the results compare against.
+            before = list(exp.variants.order_by("index").values_list("key", flat=True))
+            if before != [v["key"] for v in variants]:
                 raise _fail(
-                    "variants", "a started experiment keeps its variants (weights may change)"
+                    "variants",
+                    "a started experiment keeps its variants, in order (weights may change)",
                 )
     if goals is not None or exp.pk is None:
         _check_goals(goals or [])
     _check_namespace(exp)
+    _check_holdout(exp, variants)
     created = exp.pk is None
     with transaction.atomic():
         exp.save()
@@ -175,7 +259,7 @@ def experiment_save(
                     index=i,
                     key=v["key"],
                     weight=float(v["weight"]),
-                    content=v.get("content") or {},
+                    content=_content_clean(v.get("content") or {}),
                 )
                 for i, v in enumerate(variants)
             )
@@ -189,7 +273,7 @@ def experiment_save(
                     kind=g.get("kind", GoalKind.CONVERSION),
                     property=g.get("property", ""),
                     where=g.get("where") or [],
-                    window_seconds=int(g.get("window_seconds", 7 * 86400)),
+                    window_seconds=int(g.get("window_seconds", DEFAULT_WINDOW_SECONDS)),
                     primary=bool(g.get("primary")) or (not primary_given and i == 0),
                 )
                 for i, g in enumerate(goals)
@@ -224,8 +308,6 @@ def experiment_transition(*, experiment: Experiment, move: str, actor: str) -> E
             f"status: cannot {move} an experiment that is {experiment.status}",
             details={"status": [f"is {experiment.status}"]},
         )
-    if move == "start" and experiment.slot_id is None:
-        raise _fail("slot", "an experiment runs on a slot")
     with transaction.atomic():
         experiment.status = target
         now = timezone.now()
@@ -245,18 +327,49 @@ def experiment_transition(*, experiment: Experiment, move: str, actor: str) -> E
     return experiment
 
 
+def experiment_delete(*, experiment: Experiment, actor: str) -> None:
+    """Delete a draft or stopped experiment with its exposures and results; a running or
+    paused one is refused (stop it first)."""
+    if experiment.status in (Status.RUNNING, Status.PAUSED):
+        raise Conflict(
+            f"status: cannot delete an experiment that is {experiment.status}: stop it first",
+            details={"status": [f"is {experiment.status}: stop it first"]},
+        )
+    with transaction.atomic():
+        pk, key = experiment.pk, experiment.key
+        # Plain DELETEs: a long-running experiment has many exposures and snapshots.
+        exposures, _ = Exposure.objects.filter(experiment_id=pk).delete()
+        results, _ = ResultSnapshot.objects.filter(experiment_id=pk).delete()
+        experiment.delete()
+        audit_record(
+            actor=actor,
+            action="experiment.deleted",
+            object_type="experiments.experiment",
+            object_id=pk,
+            details={"key": key, "exposures": exposures, "results": results},
+        )
+        config_changed()
+
+
 def exposures_record(*, rows: Iterable[dict[str, Any]]) -> int:
-    """Exposures from logged decisions: the first per (experiment, profile) is kept."""
-    by_key = dict(Experiment.objects.values_list("key", "pk"))
+    """Exposures from logged decisions that name an experiment (a slot experiment's
+    answer, or any answer tagged with the global holdout's arm): the first per
+    (experiment, profile) is kept."""
+    rows = [r for r in rows if r.get("experiment") and r.get("profile_id")]
+    if not rows:
+        return 0
+    by_key = dict(
+        Experiment.objects.filter(key__in={r["experiment"] for r in rows}).values_list("key", "pk")
+    )
     exposures = [
         Exposure(
             experiment_id=by_key[r["experiment"]],
             profile_id=r["profile_id"],
-            variant=r["variant"],
+            variant=r.get("experiment_variant") or r["variant"],
             exposed_at=r["decided_at"],
         )
         for r in sorted(rows, key=lambda r: r["decided_at"])
-        if r.get("kind") == "experiment" and r.get("profile_id") and r.get("experiment") in by_key
+        if r["experiment"] in by_key
     ]
     Exposure.objects.bulk_create(exposures, ignore_conflicts=True, batch_size=1000)
     return len(exposures)

@@ -4,7 +4,7 @@ decider or one service."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db.models import Prefetch
@@ -70,7 +70,10 @@ class DecideIn(BaseModel):
     user_id: Id | None = None
     anonymous_id: Id | None = None
     user_hash: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    slots: list[str] = Field(min_length=1, max_length=20)
+    slots: list[str] = Field(default_factory=list, max_length=20)
+    flags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=20
+    )
     context: ContextIn = Field(default_factory=ContextIn)
 
 
@@ -105,29 +108,35 @@ DecideRequest = inline_serializer(
         "user_id": serializers.CharField(required=False),
         "anonymous_id": serializers.CharField(required=False),
         "user_hash": serializers.CharField(required=False),
-        "slots": serializers.ListField(child=serializers.CharField()),
+        "slots": serializers.ListField(child=serializers.CharField(), required=False),
+        "flags": serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="Experiments without a slot (feature flags), by key.",
+        ),
         "context": serializers.DictField(required=False),
     },
 )
+class SlotDecision(serializers.Serializer):
+    variant = serializers.CharField(allow_null=True)
+    content = serializers.DictField()
+    source = serializers.ChoiceField(choices=["rule", "experiment", "recommendation", "default"])
+    rule = serializers.CharField(required=False)
+    experiment = serializers.DictField(required=False)
+    reason = serializers.CharField()
+    decision_id = serializers.UUIDField()
+
+
 DecideResponse = inline_serializer(
     "DecideResponse",
     {
         "profile_id": serializers.UUIDField(allow_null=True),
-        "decisions": serializers.DictField(
-            child=inline_serializer(
-                "SlotDecision",
-                {
-                    "variant": serializers.CharField(allow_null=True),
-                    "content": serializers.DictField(),
-                    "source": serializers.ChoiceField(
-                        choices=["rule", "experiment", "recommendation", "default"]
-                    ),
-                    "rule": serializers.CharField(required=False),
-                    "experiment": serializers.DictField(required=False),
-                    "reason": serializers.CharField(),
-                    "decision_id": serializers.UUIDField(),
-                },
-            )
+        "decisions": serializers.DictField(child=SlotDecision()),
+        "flags": serializers.DictField(
+            child=SlotDecision(),
+            required=False,
+            help_text="Only when flags were asked for: variant null when the visitor is "
+            "not in a running experiment of that key.",
         ),
     },
 )
@@ -153,6 +162,11 @@ class DecideApi(APIView):
                 + "; ".join(f"{k}: {v[0]}" for k, v in errors_by_field(exc).items()),
                 details=errors_by_field(exc),
             ) from exc
+        if not data.slots and not data.flags:
+            raise ValidationFailed(
+                "slots: ask for at least one slot or flag",
+                details={"slots": ["ask for at least one slot (or flag)"]},
+            )
         if data.user_id is None and data.anonymous_id is None:
             raise ValidationFailed(
                 "user_id: give user_id or anonymous_id (or both)",
@@ -178,6 +192,7 @@ class DecideApi(APIView):
         if data.anonymous_id is not None:
             identity.append((IdentityKind.ANONYMOUS_ID.value, data.anonymous_id))
         slots = list(dict.fromkeys(data.slots))
+        flags = list(dict.fromkeys(data.flags))
         context = context_facts(
             data.context, user_agent=request.headers.get("User-Agent", ""), now=ctx.received_at
         )
@@ -188,6 +203,7 @@ class DecideApi(APIView):
                 context=context,
                 source_id=ctx.source_id,
                 now=ctx.received_at,
+                flags=flags,
             )
         except decider.UnknownSlots as exc:
             raise ValidationFailed(
@@ -195,12 +211,24 @@ class DecideApi(APIView):
                 details={"slots": [f"unknown: {', '.join(exc.unknown)}"], "known_slots": exc.known},
                 code="unknown_slot",
             ) from exc
-        return Response(
-            {
-                "profile_id": profile_id,
-                "decisions": {k: d.as_json(ids[k]) for k, d in decisions.items()},
-            }
-        )
+        body: dict[str, Any] = {
+            "profile_id": profile_id,
+            "decisions": {k: decisions[k].as_json(ids[k]) for k in slots},
+        }
+        if flags:
+            body["flags"] = {}
+            for flag in flags:
+                key = decider.flag_slot_key(flag)
+                answer = decisions[key].as_json(ids[key])
+                if answer["source"] == "default" and decisions[key].experiment is None:
+                    answer["reason"] = (
+                        answer["reason"]
+                        if "consent" in answer["reason"]
+                        else f"not in a running experiment '{flag}' (unknown key, not "
+                        "running, or outside its audience or traffic)"
+                    )
+                body["flags"][flag] = answer
+        return Response(body)
 
 
 # --- Management API --------------------------------------------------------------------------

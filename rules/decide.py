@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +37,7 @@ from django.utils import timezone
 from profiles.models import Identity, Profile
 from profiles.privacy import identity_cache_key, profile_cache_key
 from rules import decisionlog, hooks
-from rules.engine import SlotDecision, cap_key, cap_ttl, decide_slot
+from rules.engine import CompiledSlot, SlotDecision, cap_key, cap_ttl, decide_slot
 from rules.selectors import (
     RulesConfig,
     Snapshot,
@@ -330,9 +330,12 @@ def decide(
     source_id: int | None,
     now: datetime | None = None,
     log: bool = True,
+    flags: Sequence[str] = (),
 ) -> tuple[uuid.UUID | None, dict[str, SlotDecision], dict[str, str]]:
-    """Decide every slot for the visitor. Returns (profile id, decisions, decision ids).
-    Raises UnknownSlots before doing anything when a slot does not exist."""
+    """Decide every slot (and every flag: an experiment without a slot) for the visitor.
+    Returns (profile id, decisions, decision ids); a flag's entries are keyed
+    `flag_slot_key(key)`. Raises UnknownSlots before doing anything when a slot does not
+    exist (an unknown or stopped flag answers no variant instead)."""
     now = now or timezone.now()
     visitor = visitor_resolve(keys=identity_keys)
     config = _config
@@ -372,10 +375,14 @@ def decide(
     for key in _capped_keys(config, slots, visitor.key, now):
         # Without the counters, a capped rule is treated as capped: never over-serve.
         caps[key] = int(got.get(key) or 0) if caps_known else 1 << 30
-    providers = hooks.providers(config.extensions, snapshot.extra if snapshot else {})
+    extra = snapshot.extra if snapshot else {}
+    providers = hooks.providers(config.extensions, extra)
+    targets = {key: config.slots[key] for key in slots}
+    for flag in flags:
+        targets[flag_slot_key(flag)] = flag_slot(flag)
     decisions = {
         key: decide_slot(
-            config.slots[key],
+            target,
             facts,
             now,
             visitor=visitor.key,
@@ -383,8 +390,10 @@ def decide(
             caps=caps,
             providers=providers,
         )
-        for key in slots
+        for key, target in targets.items()
     }
+    if personalization:
+        hooks.tag_decisions(config.extensions, extra, decisions.values(), visitor.key)
     _count_impressions(decisions.values(), visitor.key, now)
     ids = {key: str(uuid.uuid4()) for key in decisions}
     if log:
@@ -401,6 +410,7 @@ def decide(
                     "rule_id": d.rule.id if d.rule else None,
                     "rule_key": d.rule.key if d.rule else "",
                     "experiment": (d.experiment or {}).get("key", ""),
+                    "experiment_variant": (d.experiment or {}).get("variant", ""),
                     "control": d.control,
                     "reason": d.reason,
                 }
@@ -408,6 +418,19 @@ def decide(
             ]
         )
     return profile_id, decisions, ids
+
+
+FLAG_PREFIX = "flag:"
+
+
+def flag_slot_key(flag: str) -> str:
+    """The pseudo-slot a flag is decided (and logged) under."""
+    return f"{FLAG_PREFIX}{flag}"[:100]
+
+
+def flag_slot(flag: str) -> CompiledSlot:
+    """A flag is a slot with no rules and no default: only an experiment answers it."""
+    return CompiledSlot(flag_slot_key(flag), "first_match", 0.0, None, {}, ())
 
 
 class UnknownSlots(Exception):

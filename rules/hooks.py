@@ -9,7 +9,11 @@ An extension has
   assignments), read in bulk when snapshots are built;
 - `decide(state, data, slot, facts, now, visitor)`: a SlotDecision, or None to let the
   slot's rules answer. `data` is this profile's entry of `profile_data` (None for an
-  unknown visitor).
+  unknown visitor);
+- `tag(state, data, visitor)` (optional): an experiment the visitor is in across every
+  slot, as `{"key", "variant"}` (the global personalization holdout), or None. Decisions
+  that name no experiment of their own are tagged with it, so the decision log (and the
+  exposures drawn from it) knows which arm each personalized answer belongs to.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Extension:
     load: Callable[[], Any]
     profile_data: Callable[[list[uuid.UUID]], dict[uuid.UUID, Any]]
     decide: Callable[[Any, Any, CompiledSlot, Facts, datetime, str], SlotDecision | None]
+    tag: Callable[[Any, Any, str], dict[str, str] | None] | None = None
 
 
 _EXTENSIONS: dict[str, Extension] = {}
@@ -63,6 +68,22 @@ def _call(
     visitor: str,
 ) -> SlotDecision | None:
     return ext.decide(state, data, slot, facts, now, visitor)
+
+
+def tag_decisions(
+    states: dict[str, Any], data: dict[str, Any], decisions: Iterable[SlotDecision], visitor: str
+) -> None:
+    """Tag the decisions that name no experiment with the visitor's cross-slot experiment
+    (the first extension that has one)."""
+    for ext in _EXTENSIONS.values():
+        if ext.tag is None or ext.name not in states:
+            continue
+        tag = ext.tag(states[ext.name], data.get(ext.name), visitor)
+        if tag is not None:
+            for d in decisions:
+                if d.experiment is None:
+                    d.experiment = dict(tag)
+            return
 
 
 def states_load() -> dict[str, Any]:

@@ -151,6 +151,12 @@ class Decision(models.Model):
     )
     rule_key = models.CharField(max_length=100, blank=True)
     experiment = models.CharField(max_length=100, blank=True)
+    experiment_variant = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The experiment's variant (arm) the visitor is in; for the global holdout "
+        "'holdout' or 'personalized', whatever the slot showed.",
+    )
     control = models.BooleanField(default=False)
     reason = models.TextField()
     clicked_at = models.DateTimeField(null=True, blank=True)

@@ -90,6 +90,7 @@ def _decisions_export(person: Person) -> Iterator[dict[str, Any]]:
             "kind": d.kind,
             "rule": d.rule_key,
             "experiment": d.experiment,
+            "experiment_variant": d.experiment_variant,
             "reason": d.reason,
             "clicked_at": d.clicked_at,
             "converted_at": d.converted_at,

@@ -929,7 +929,7 @@ def test_sample_size_of_means_matches_statsmodels(mean, sd, mde, power, alpha):
     assert n == max(2, math.ceil(textbook * (1 - 1e-9)))
     # statsmodels counts the far tail too, so it needs a hair fewer units, never more
     reference = NormalIndPower().solve_power(effect, power=power, alpha=alpha)
-    assert reference <= textbook * (1 + 1e-9)
+    assert reference <= textbook * (1 + 1e-6)  # its root finder stops at ~1e-8
     assert reference == close(textbook, rel=1e-3)
     achieved = NormalIndPower().power(effect, n, alpha)
     assert achieved >= power - 1e-9

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
+from experiments.demo import demo_experiments_ensure
 from profiles.demo import demo_data_load, demo_source_ensure
 from rules.demo import demo_rules_ensure
 from segments.demo import demo_segments_ensure
@@ -52,3 +53,5 @@ class Command(BaseCommand):
             self.stdout.write(f"segment {point.segment.slug}: {point.size} members")
         slots, rules = demo_rules_ensure()
         self.stdout.write(f"demo personalization: {len(slots)} new slots, {len(rules)} new rules")
+        experiments = demo_experiments_ensure(now=timezone.now())
+        self.stdout.write(f"demo experiments: {len(experiments)} new")
