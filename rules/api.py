@@ -117,6 +117,8 @@ DecideRequest = inline_serializer(
         "context": serializers.DictField(required=False),
     },
 )
+
+
 class SlotDecision(serializers.Serializer):
     variant = serializers.CharField(allow_null=True)
     content = serializers.DictField()
