@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 
 from django.db import connection, transaction
@@ -147,11 +148,14 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
         f"e.properties AS props FROM {exposure_table} x JOIN {event_table} e "
         f"ON e.profile_id = x.profile_id AND e.type = 'track' AND e.is_bot = {false} "
         f"AND e.event IN ({', '.join(['%s'] * len(names))}) AND {join_window} "
+        # The same bounds for every exposure, so the (event, timestamp) index skips the
+        # history before the experiment.
+        "AND e.timestamp >= %s AND e.timestamp <= %s "
         "WHERE x.experiment_id = %s"
     )
     units = f"SELECT j.variant, j.day, {', '.join(unit_cols)} FROM ({near}) j GROUP BY j.xid, j.variant, j.day"
     sql = f"SELECT variant, day, {', '.join(sum_cols)} FROM ({units}) u GROUP BY variant, day"
-    params = [*unit_params, *names, widest, widest, experiment.pk]
+    params = [*unit_params, *names, widest, widest]
     counts_sql = (
         f"SELECT x.variant, {day} AS day, COUNT(*) FROM {exposure_table} x "
         "WHERE x.experiment_id = %s GROUP BY x.variant, day"
@@ -166,10 +170,18 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
             # One hash aggregate per unit with goal events: let it stay in memory.
             cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute(counts_sql, [experiment.pk])
+        days = set()
         for variant, day_value, n in cursor.fetchall():
+            days.add(as_date(day_value))
             for data in out:
                 data.by_day.setdefault(variant, {})[as_date(day_value)] = Sums(n=int(n))
-        cursor.execute(sql, params)
+        if not days:
+            return out
+        since = datetime.combine(min(days), dt_time.min, tzinfo=UTC) - timedelta(seconds=widest)
+        bounds: list[Any] = [since, now]
+        if not pg:
+            bounds = [connection.ops.adapt_datetimefield_value(t) for t in bounds]
+        cursor.execute(sql, [*params, *bounds, experiment.pk])
         for row in cursor.fetchall():
             variant, the_day = row[0], as_date(row[1])
             for i, data in enumerate(out):
