@@ -12,6 +12,14 @@ from consent.api import (
     PrivacyRequestExportApi,
     PrivacyRequestsApi,
 )
+from experiments.api import (
+    ExperimentDetailApi,
+    ExperimentPauseApi,
+    ExperimentResultsApi,
+    ExperimentsApi,
+    ExperimentStartApi,
+    ExperimentStopApi,
+)
 from profiles.api import EventsApi, ProfileDetailApi, ProfileLookupApi
 from rules.api import DecideApi, RuleDetailApi, RulesApi, SlotDetailApi, SlotsApi
 from segments.api import SegmentDetailApi, SegmentMembersApi, SegmentPreviewApi, SegmentsApi
@@ -29,6 +37,16 @@ api_v1 = [
     path("slots/<slug:key>", SlotDetailApi.as_view(), name="slot-detail"),
     path("rules", RulesApi.as_view(), name="rules"),
     path("rules/<slug:key>", RuleDetailApi.as_view(), name="rule-detail"),
+    path("experiments", ExperimentsApi.as_view(), name="experiments"),
+    path("experiments/<slug:key>", ExperimentDetailApi.as_view(), name="experiment-detail"),
+    path("experiments/<slug:key>/start", ExperimentStartApi.as_view(), name="experiment-start"),
+    path("experiments/<slug:key>/pause", ExperimentPauseApi.as_view(), name="experiment-pause"),
+    path("experiments/<slug:key>/stop", ExperimentStopApi.as_view(), name="experiment-stop"),
+    path(
+        "experiments/<slug:key>/results",
+        ExperimentResultsApi.as_view(),
+        name="experiment-results",
+    ),
     path("consent", ConsentApi.as_view(), name="consent"),
     path("privacy/requests", PrivacyRequestsApi.as_view(), name="privacy-requests"),
     path(

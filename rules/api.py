@@ -122,7 +122,10 @@ DecideRequest = inline_serializer(
 class SlotDecision(serializers.Serializer):
     variant = serializers.CharField(allow_null=True)
     content = serializers.DictField()
-    source = serializers.ChoiceField(choices=["rule", "experiment", "recommendation", "default"])
+    # named for the answer's "source" (it shadows DRF's Field.source attribute on the class)
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=["rule", "experiment", "recommendation", "default"]
+    )
     rule = serializers.CharField(required=False)
     experiment = serializers.DictField(required=False)
     reason = serializers.CharField()
@@ -426,7 +429,7 @@ class SlotDetailApi(APIView):
 
     @extend_schema(
         operation_id="slots_destroy",
-        responses={204: None, **error_responses(401, 403, 404)},
+        responses={204: None, **error_responses(401, 403, 404, 409)},
         tags=["slots"],
     )
     def delete(self, request: Request, key: str) -> Response:

@@ -14,11 +14,18 @@ import nh3
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper, OuterRef, Subquery, Value
+from django.db.models import (
+    DateTimeField,
+    ExpressionWrapper,
+    OuterRef,
+    ProtectedError,
+    Subquery,
+    Value,
+)
 from django.utils import timezone
 
 from cdp.audit import audit_record
-from cdp.errors import ValidationFailed
+from cdp.errors import Conflict, ValidationFailed
 from profiles.models import Event
 from profiles.privacy import profile_cache_key
 from rules.models import CapPeriod, ContentVariant, Decision, Rule, Slot, Strategy
@@ -167,11 +174,20 @@ def slot_save(
 
 
 def slot_delete(*, slot: Slot, actor: str) -> None:
+    """Delete a slot with its variants and rules; refused (Conflict) while anything else
+    (an experiment) runs on it."""
     with transaction.atomic():
         pk, key = slot.pk, slot.key
         Slot.objects.filter(pk=pk).update(default_variant=None)
         Rule.objects.filter(slot_id=pk).delete()
-        slot.delete()
+        try:
+            slot.delete()
+        except ProtectedError as exc:  # rolled back with the transaction
+            users = ", ".join(sorted(str(o) for o in exc.protected_objects))
+            raise Conflict(
+                f"slot: in use by {users}; delete or move those first",
+                details={"slot": [f"in use by {users}"]},
+            ) from exc
         audit_record(
             actor=actor,
             action="slot.deleted",

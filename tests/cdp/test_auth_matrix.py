@@ -17,6 +17,8 @@ from rest_framework.test import APIClient
 
 from consent import services as consent_services
 from consent.models import DataSubjectRequest, RequestStatus, RequestType, SubjectKind
+from experiments.models import Experiment
+from experiments.services import experiment_save
 from profiles.models import Identity, IdentityKind, Profile
 from profiles.selectors import source_key_cache_clear
 from profiles.services import SourceKeys
@@ -31,6 +33,13 @@ KNOWN_SEGMENT = "matrix-segment"
 SEGMENT_CONDITION = {"trait": "plan", "op": "eq", "value": "pro"}
 KNOWN_SLOT = "matrix_slot"
 KNOWN_RULE = "matrix-rule"
+KNOWN_EXPERIMENT = "matrix-experiment"
+EXPERIMENT_BODY = {
+    "key": "matrix-new-experiment",
+    "name": "New",
+    "variants": [{"key": "a", "weight": 0.5}, {"key": "b", "weight": 0.5}],
+    "goals": [{"event": "purchase", "kind": "conversion"}],
+}
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,16 @@ ENDPOINTS = [
     ),
     Endpoint("PATCH", "/api/v1/rules/{rule}", SECRET, body={"priority": 5}),
     Endpoint("DELETE", "/api/v1/rules/{rule}", SECRET, ok=204),
+    Endpoint("GET", "/api/v1/experiments", SECRET),
+    Endpoint("POST", "/api/v1/experiments", SECRET, ok=201, body=EXPERIMENT_BODY),
+    Endpoint("GET", "/api/v1/experiments/{experiment}", SECRET),
+    Endpoint("PATCH", "/api/v1/experiments/{experiment}", SECRET, body={"name": "Renamed"}),
+    Endpoint("DELETE", "/api/v1/experiments/{experiment}", SECRET, ok=204),
+    Endpoint("POST", "/api/v1/experiments/{experiment}/start", SECRET),
+    Endpoint("GET", "/api/v1/experiments/{experiment}/results", SECRET),
+    Endpoint(
+        "POST", "/api/v1/decide", WRITE, body={"user_id": KNOWN_USER_ID, "flags": ["matrix-flag"]}
+    ),
     Endpoint("GET", "/healthz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/readyz", PUBLIC, refuses_wrong_key=False),
     Endpoint("GET", "/api/schema/?format=json", PUBLIC, refuses_wrong_key=False),
@@ -192,6 +211,19 @@ def known_profile(db: Any, privacy_export_dir: Any) -> Profile:
         ),
         actor="test",
     )
+    # … and a draft experiment on a slot of its own
+    experiment_slot = rules_services.slot_save(
+        slot=Slot(key="matrix_experiment_slot"),
+        actor="test",
+        variants=[{"key": "base"}, {"key": "promo", "title": "Promo"}],
+        default_variant="base",
+    )
+    experiment_save(
+        experiment=Experiment(key=KNOWN_EXPERIMENT, name="Matrix", slot=experiment_slot),
+        actor="test",
+        variants=[{"key": "base", "weight": 0.5}, {"key": "promo", "weight": 0.5}],
+        goals=[{"event": "purchase", "kind": "conversion"}],
+    )
     return profile
 
 
@@ -203,6 +235,7 @@ def call(client: APIClient, ep: Endpoint, profile: Profile, **headers: Any) -> A
         segment=KNOWN_SEGMENT,
         slot=KNOWN_SLOT,
         rule=KNOWN_RULE,
+        experiment=KNOWN_EXPERIMENT,
     )
     if ep.method == "GET":
         response = client.get(path, **headers)
