@@ -85,10 +85,10 @@ def _value_sql(goal: Goal, col: str, pg: bool) -> tuple[str, list[Any]]:
     )
 
 
-def _filters_sql(goal: Goal, col: str, compiler: Compiler) -> tuple[str, list[Any]]:
-    parts, params = ["j.ev = %s"], [goal.event]
+def _filters_sql(goal: Goal, compiler: Compiler) -> tuple[str, list[Any]]:
+    parts, params = ["e.event = %s"], [goal.event]
     for w in goal.where or []:
-        sql, ps = compiler.json_compare(col, w["property"], w["op"], w.get("value"))
+        sql, ps = compiler.json_compare("e.properties", w["property"], w["op"], w.get("value"))
         parts.append(sql)
         params += ps
     return " AND ".join(f"({p})" for p in parts), params
@@ -110,52 +110,67 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
             "AND e.timestamp < x.exposed_at + %s * INTERVAL '1 second'"
         )
         false = "FALSE"
+        # A fence: without it PostgreSQL inlines the per-event columns into every
+        # aggregate that reads them and evaluates the JSON tests twice per event.
+        fence = " OFFSET 0"
     else:
         day = "date(x.exposed_at)"
         offset = "((julianday(e.timestamp) - julianday(x.exposed_at)) * 86400.0)"
         join_window = f"{offset} >= -%s AND {offset} < %s"
         false = "0"
+        fence = ""
     widest = max(g.window_seconds for g in goals)
+    # Per event: does it count for goal i (conversion), or what it adds (revenue)?
+    event_cols: list[str] = []
+    event_params: list[Any] = []
+    # Per unit: the metric after the exposure (y) and in the window before it (x).
     unit_cols: list[str] = []
     unit_params: list[Any] = []
+    # Per (variant, day): the sums.
     sum_cols: list[str] = []
     for i, goal in enumerate(goals):
-        value, value_params = _value_sql(goal, "j.props", pg)
-        filters, filter_params = _filters_sql(goal, "j.props", compiler)
+        filters, filter_params = _filters_sql(goal, compiler)
+        w = goal.window_seconds
         if goal.kind == GoalKind.REVENUE:
-            agg = "COALESCE(SUM(CASE WHEN {cond} THEN {value} END), 0)"
+            value, value_params = _value_sql(goal, "e.properties", pg)
+            event_cols.append(f"(CASE WHEN {filters} THEN {value} END) AS m{i}")
+            event_params += [*filter_params, *value_params]
+            unit_cols += [
+                f"COALESCE(SUM(CASE WHEN j.dt >= 0 AND j.dt < %s THEN j.m{i} END), 0) AS y{i}",
+                f"COALESCE(SUM(CASE WHEN j.dt < 0 AND j.dt >= -%s THEN j.m{i} END), 0) AS x{i}",
+            ]
+            sum_cols += [
+                f"SUM(CASE WHEN y{i} > 0 THEN 1 ELSE 0 END)",
+                f"SUM(y{i})",
+                f"SUM(y{i} * y{i})",
+                f"SUM(x{i})",
+                f"SUM(x{i} * x{i})",
+                f"SUM(x{i} * y{i})",
+            ]
         else:
-            agg = "MAX(CASE WHEN {cond} THEN 1 ELSE 0 END)"
-        for name, window_test in (
-            ("y", "j.dt >= 0 AND j.dt < %s"),
-            ("x", "j.dt < 0 AND j.dt >= -%s"),
-        ):
-            unit_cols.append(
-                agg.format(cond=f"{filters} AND {window_test}", value=value) + f" AS {name}{i}"
-            )
-            unit_params += [*filter_params, goal.window_seconds, *value_params]
-        sum_cols += [
-            f"SUM(CASE WHEN y{i} > 0 THEN 1 ELSE 0 END)",
-            f"SUM(y{i})",
-            f"SUM(y{i} * y{i})",
-            f"SUM(x{i})",
-            f"SUM(x{i} * x{i})",
-            f"SUM(x{i} * y{i})",
-        ]
+            event_cols.append(f"(CASE WHEN {filters} THEN 1 ELSE 0 END) AS m{i}")
+            event_params += filter_params
+            unit_cols += [
+                f"MAX(CASE WHEN j.m{i} = 1 AND j.dt >= 0 AND j.dt < %s THEN 1 ELSE 0 END) AS y{i}",
+                f"MAX(CASE WHEN j.m{i} = 1 AND j.dt < 0 AND j.dt >= -%s THEN 1 ELSE 0 END) AS x{i}",
+            ]
+            # 0/1 metrics: y² = y, x² = x, and every converter has y = 1
+            sum_cols += [f"SUM(y{i})", f"SUM(x{i})", f"SUM(x{i} * y{i})"]
+        unit_params += [w, w]
     names = sorted({g.event for g in goals})
     near = (
-        f"SELECT x.id AS xid, x.variant, {day} AS day, {offset} AS dt, e.event AS ev, "
-        f"e.properties AS props FROM {exposure_table} x JOIN {event_table} e "
+        f"SELECT x.id AS xid, x.variant, {day} AS day, {offset} AS dt, {', '.join(event_cols)} "
+        f"FROM {exposure_table} x JOIN {event_table} e "
         f"ON e.profile_id = x.profile_id AND e.type = 'track' AND e.is_bot = {false} "
         f"AND e.event IN ({', '.join(['%s'] * len(names))}) AND {join_window} "
         # The same bounds for every exposure, so the (event, timestamp) index skips the
         # history before the experiment.
         "AND e.timestamp >= %s AND e.timestamp <= %s "
-        "WHERE x.experiment_id = %s"
+        f"WHERE x.experiment_id = %s{fence}"
     )
     units = f"SELECT j.variant, j.day, {', '.join(unit_cols)} FROM ({near}) j GROUP BY j.xid, j.variant, j.day"
     sql = f"SELECT variant, day, {', '.join(sum_cols)} FROM ({units}) u GROUP BY variant, day"
-    params = [*unit_params, *names, widest, widest]
+    params = [*unit_params, *event_params, *names, widest, widest]
     counts_sql = (
         f"SELECT x.variant, {day} AS day, COUNT(*) FROM {exposure_table} x "
         "WHERE x.experiment_id = %s GROUP BY x.variant, day"
@@ -184,12 +199,19 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
         cursor.execute(sql, [*params, *bounds, experiment.pk])
         for row in cursor.fetchall():
             variant, the_day = row[0], as_date(row[1])
-            for i, data in enumerate(out):
-                c = row[2 + 6 * i : 8 + 6 * i]
+            at = 2
+            for data in out:
                 s = data.by_day[variant][the_day]
-                s.converters = int(c[0] or 0)
-                s.y, s.y2 = float(c[1] or 0), float(c[2] or 0)
-                s.x, s.x2, s.xy = float(c[3] or 0), float(c[4] or 0), float(c[5] or 0)
+                if data.goal.kind == GoalKind.REVENUE:
+                    c = row[at : at + 6]
+                    at += 6
+                    s.converters = int(c[0] or 0)
+                    s.y, s.y2 = float(c[1] or 0), float(c[2] or 0)
+                    s.x, s.x2, s.xy = float(c[3] or 0), float(c[4] or 0), float(c[5] or 0)
+                else:
+                    y, x, xy = (float(v or 0) for v in row[at : at + 3])
+                    at += 3
+                    s.converters, s.y, s.y2, s.x, s.x2, s.xy = round(y), y, y, x, x, xy
     return out
 
 
