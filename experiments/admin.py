@@ -835,7 +835,10 @@ def results_context(payload: dict[str, Any], experiment: Experiment) -> dict[str
         for table in charts.goal_tables(payload)
     ]
     return {
-        "warnings": [(charts.warning_level(w), w) for w in payload.get("warnings") or []],
+        "warnings": [
+            (charts.warning_level(w.get("code", "")), w.get("message", ""))
+            for w in payload.get("warnings") or []
+        ],
         "exposure_rows": rows,
         "exposures_total": total,
         "srm": srm or None,

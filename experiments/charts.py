@@ -474,13 +474,12 @@ def variant_keys(payload: Mapping[str, Any], fallback: Sequence[str] = ()) -> li
     return keys + sorted(k for k in (payload.get("exposures") or {}) if k not in keys)
 
 
-def warning_level(text: str) -> str:
+WARNING_LEVELS = {"sample_ratio_mismatch": "srm", "not_enough_data": "data"}
+
+
+def warning_level(code: str) -> str:
     """`srm` (red: the results cannot be trusted), `data` (amber: too early), `other`."""
-    if text.startswith("Sample ratio mismatch"):
-        return "srm"
-    if text.startswith("Not enough data"):
-        return "data"
-    return "other"
+    return WARNING_LEVELS.get(code, "other")
 
 
 def _columns(

@@ -360,7 +360,7 @@ def _sample_size(
             )
     except ValueError:
         return None
-    return {"per_variant": needed, "power": POWER, "alpha": alpha, "relative_mde": mde}
+    return {"per_variant": needed, "power": POWER, "alpha": round(alpha, 12), "relative_mde": mde}
 
 
 def _series(data: GoalData, keys: list[str], kind: str, confidence: float) -> list[dict[str, Any]]:
@@ -413,7 +413,11 @@ def results_compute(*, experiment: Experiment, now: datetime) -> dict[str, Any]:
         ):
             exposures[k] = n
     observed = [exposures[k] for k in keys]
-    warnings: list[str] = []
+    warnings: list[dict[str, str]] = []
+
+    def warn(code: str, message: str) -> None:
+        warnings.append({"code": code, "message": message})
+
     srm = None
     if sum(observed) > 0:
         check = stats.sample_ratio_mismatch(observed=observed, weights=weights)
@@ -425,13 +429,14 @@ def results_compute(*, experiment: Experiment, now: datetime) -> dict[str, Any]:
             "statistic": _finite(check.statistic),
         }
         if check.mismatch:
-            warnings.append(
+            warn(
+                "sample_ratio_mismatch",
                 "Sample ratio mismatch: the variants received "
                 + ", ".join(f"{k} {o:,}" for k, o in zip(keys, observed, strict=True))
                 + " units where the weights expect "
                 + ", ".join(f"{e:,.0f}" for e in check.expected)
                 + f" (p = {check.p_value:.2g}). Assignment or exposure logging is broken: "
-                "do not trust these results until the cause is found."
+                "do not trust these results until the cause is found.",
             )
     goal_results = []
     for g in data:
@@ -465,16 +470,22 @@ def results_compute(*, experiment: Experiment, now: datetime) -> dict[str, Any]:
             needed["more_needed"] = more
             needed["enough"] = more == 0
             if goal.primary and more > 0:
-                warnings.append(
+                warn(
+                    "not_enough_data",
                     f"Not enough data yet: about {more:,} more users are needed "
                     f"({needed['per_variant']:,} per variant) to detect a "
-                    f"{mde:.0%} relative change in {goal.event} with {POWER:.0%} power."
+                    f"{mde:.0%} relative change in {goal.event} with {POWER:.0%} power.",
                 )
         elif goal.primary:
-            warnings.append(
-                f"Not enough data yet: the control has no {goal.event} "
-                f"{'conversions' if goal.kind == GoalKind.CONVERSION else 'revenue'} to plan from."
-            )
+            control = totals[keys[0]]
+            if goal.kind == GoalKind.CONVERSION and control.n and control.y >= control.n:
+                why = f"every control user did {goal.event}: there is no room to detect a lift"
+            elif control.n and control.y > 0 and goal.kind == GoalKind.CONVERSION:
+                why = f"a {mde:.0%} lift would take the control's {goal.event} rate past 100%"
+            else:
+                what = "conversions" if goal.kind == GoalKind.CONVERSION else "revenue"
+                why = f"the control has no {goal.event} {what} to plan from"
+            warn("not_enough_data", f"Not enough data yet: {why}.")
         goal_results.append(
             {
                 "goal": {
@@ -492,16 +503,30 @@ def results_compute(*, experiment: Experiment, now: datetime) -> dict[str, Any]:
                 "series": _series(g, keys, goal.kind, confidence),
             }
         )
-    return {
-        "experiment": experiment.key,
-        "status": experiment.status,
-        "computed_at": now.isoformat(),
-        "confidence": confidence,
-        "minimum_detectable_effect": mde,
-        "control": keys[0] if keys else None,
-        "exposures": {k: exposures[k] for k in keys},
-        "exposures_total": sum(observed),
-        "srm": srm,
-        "warnings": warnings,
-        "goals": goal_results,
-    }
+    return _json_safe(
+        {
+            "experiment": experiment.key,
+            "status": experiment.status,
+            "computed_at": now.isoformat(),
+            "confidence": confidence,
+            "minimum_detectable_effect": mde,
+            "control": keys[0] if keys else None,
+            "exposures": {k: exposures[k] for k in keys},
+            "exposures_total": sum(observed),
+            "srm": srm,
+            "warnings": warnings,
+            "goals": goal_results,
+        }
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON (and PostgreSQL's jsonb) has no inf or NaN: any figure that came out
+    infinite or undefined is reported as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

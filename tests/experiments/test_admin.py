@@ -740,7 +740,7 @@ def test_the_results_page_survives_nulls_and_escapes_every_name(superuser_client
             "confidence": None,
             "exposures": {evil: 3, "b": None},
             "srm": None,
-            "warnings": [f"Not enough data yet: {evil}"],
+            "warnings": [{"code": "not_enough_data", "message": f"Not enough data yet: {evil}"}],
             "goals": [
                 {
                     "goal": {"event": evil, "kind": "revenue", "property": evil, "primary": True},

@@ -219,7 +219,8 @@ def test_a_skewed_split_is_flagged_as_sample_ratio_mismatch(hero):
     assert payload["srm"]["mismatch"] is True
     assert payload["srm"]["statistic"] == pytest.approx(40.0)
     assert payload["srm"]["p_value"] == pytest.approx(sps.chi2.sf(40.0, 1))
-    assert any("Sample ratio mismatch" in w for w in payload["warnings"])
+    assert [w["code"] for w in payload["warnings"]][:1] == ["sample_ratio_mismatch"]
+    assert "Sample ratio mismatch" in payload["warnings"][0]["message"]
 
 
 @pytest.mark.django_db
@@ -238,7 +239,7 @@ def test_a_small_experiment_says_how_many_more_users_it_needs(write_client, hero
     assert needed["enough"] is False
     assert needed["more_needed"] > 0
     assert any(
-        "Not enough data yet" in w and f"{needed['more_needed']:,}" in w
+        w["code"] == "not_enough_data" and f"{needed['more_needed']:,}" in w["message"]
         for w in payload["warnings"]
     )
 
@@ -254,3 +255,43 @@ def test_results_are_refreshed_for_live_and_recently_stopped_experiments(hero):
         status=Status.STOPPED, stopped_at=now - timedelta(days=3)
     )
     assert experiments_to_refresh(now=now, stopped_within=timedelta(days=1)) == []
+
+
+@pytest.mark.django_db
+def test_when_every_control_user_converts_the_warning_says_so(hero):
+    # given: 10 exposures, every one of them buys
+    import uuid
+
+    from profiles.models import Event, Profile, Source
+
+    exp = start(hero)
+    now = timezone.now()
+    source = Source.objects.create(name="s", slug="s", write_key_hash="w", secret_key_hash="k")
+    for i in range(10):
+        profile = Profile.objects.create()
+        Exposure.objects.create(
+            experiment=exp,
+            profile_id=profile.pk,
+            variant="welcome" if i < 5 else "sale",
+            exposed_at=now - timedelta(hours=2),
+        )
+        Event.objects.create(
+            source=source,
+            message_id=str(uuid.uuid4()),
+            profile=profile,
+            type="track",
+            event="purchase",
+            timestamp=now - timedelta(hours=1),
+            received_at=now,
+            properties={"revenue": 10},
+        )
+    # when
+    payload = services.results_refresh(experiment=exp, now=now).payload
+    # then
+    rows = {r["key"]: r for r in payload["goals"][0]["variants"]}
+    assert rows["welcome"]["rate"] == 1.0
+    assert payload["goals"][0]["sample_size"] is None
+    messages = [w["message"] for w in payload["warnings"] if w["code"] == "not_enough_data"]
+    assert messages == [
+        "Not enough data yet: every control user did purchase: there is no room to detect a lift."
+    ]
