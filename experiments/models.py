@@ -87,7 +87,7 @@ class Variant(models.Model):
     content = models.JSONField(default=dict, blank=True)
 
     class Meta:
-        ordering = ["experiment", "index"]
+        ordering = ["experiment_id", "index"]
         constraints = [
             models.UniqueConstraint(fields=["experiment", "index"], name="variant_index_uniq"),
             models.UniqueConstraint(fields=["experiment", "key"], name="variant_key_uniq"),
@@ -114,7 +114,7 @@ class Goal(models.Model):
     primary = models.BooleanField(default=False)
 
     class Meta:
-        ordering = ["experiment", "-primary", "pk"]
+        ordering = ["experiment_id", "-primary", "pk"]
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.event}"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Max, Q
 
 from experiments.hashing import bucket_ranges
 from experiments.models import Experiment, Exposure, ResultSnapshot, Status
@@ -104,12 +104,22 @@ def results_latest(*, experiment: Experiment) -> ResultSnapshot | None:
 
 def experiments_to_refresh(*, now: datetime, stopped_within: timedelta) -> list[int]:
     """Experiments whose results move: running, paused (late conversions still land), and
-    those stopped less than `stopped_within` ago."""
-    return list(
+    stopped ones until `stopped_within` — or their widest goal window, if longer — has
+    passed since the stop."""
+    rows = (
         Experiment.objects.filter(
-            Q(status__in=[Status.RUNNING, Status.PAUSED])
-            | Q(status=Status.STOPPED, stopped_at__gte=now - stopped_within)
+            Q(status__in=[Status.RUNNING, Status.PAUSED]) | Q(status=Status.STOPPED)
         )
+        .annotate(widest=Max("goals__window_seconds"))
         .order_by("pk")
-        .values_list("pk", flat=True)
+        .values_list("pk", "status", "stopped_at", "widest")
     )
+    return [
+        pk
+        for pk, status, stopped_at, widest in rows
+        if status != Status.STOPPED
+        or (
+            stopped_at is not None
+            and now - stopped_at <= max(stopped_within, timedelta(seconds=widest or 0))
+        )
+    ]

@@ -255,6 +255,9 @@ def test_results_are_refreshed_for_live_and_recently_stopped_experiments(hero):
         status=Status.STOPPED, stopped_at=now - timedelta(days=3)
     )
     assert experiments_to_refresh(now=now, stopped_within=timedelta(days=1)) == []
+    # … unless a goal's window is still open: conversions may still land
+    exp.goals.update(window_seconds=5 * 86400)
+    assert experiments_to_refresh(now=now, stopped_within=timedelta(days=1)) == [exp.pk]
 
 
 @pytest.mark.django_db
