@@ -13,7 +13,7 @@ from typing import Any
 
 from experiments.hashing import choose_variant, hash_v2, in_namespace
 from experiments.selectors import CompiledExperiment, ExperimentsState
-from rules.engine import CompiledSlot, SlotDecision
+from rules.engine import CompiledSlot, SlotDecision, default_decision
 from segments.conditions import Facts, evaluate
 
 
@@ -40,20 +40,11 @@ def holdout_arm(holdout: CompiledExperiment, exposures: dict[str, str] | None, v
 
 def _held_out(holdout: CompiledExperiment, slot: CompiledSlot) -> SlotDecision:
     share = next((v.weight for v in holdout.variants if v.key == HOLDOUT_ARM), 0.0)
-    why = f"global personalization holdout ({share:.0%} of visitors get only defaults)"
-    tag = {"key": holdout.key, "variant": HOLDOUT_ARM}
-    if slot.default_variant is None:
-        return SlotDecision(
-            slot.key, None, {}, "default", f"{why}; the slot has no default variant", experiment=tag
-        )
-    return SlotDecision(
-        slot.key,
-        slot.default_variant,
-        slot.variants.get(slot.default_variant, {}),
-        "default",
-        f"{why}: default variant",
-        experiment=tag,
+    decision = default_decision(
+        slot, f"global personalization holdout ({share:.0%} of visitors get only defaults)"
     )
+    decision.experiment = {"key": holdout.key, "variant": HOLDOUT_ARM}
+    return decision
 
 
 def assign(

@@ -103,7 +103,8 @@ def in_control(slot: CompiledSlot, visitor: str) -> bool:
     return int.from_bytes(digest, "big") % 10_000 < slot.control_percent * 100
 
 
-def _default(slot: CompiledSlot, reason: str, *, control: bool = False) -> SlotDecision:
+def default_decision(slot: CompiledSlot, reason: str, *, control: bool = False) -> SlotDecision:
+    """The slot's default variant (or none), saying why."""
     if slot.default_variant is None:
         return SlotDecision(
             slot.key,
@@ -139,13 +140,13 @@ def decide_slot(
     rng: random.Random | None = None,
 ) -> SlotDecision:
     if not personalization:
-        return _default(slot, "no personalization consent")
+        return default_decision(slot, "no personalization consent")
     for provider in providers:
         answer = provider(slot, facts, now, visitor)
         if answer is not None:
             return answer
     if in_control(slot, visitor):
-        return _default(
+        return default_decision(
             slot, f"control group ({slot.control_percent:g}% of visitors)", control=True
         )
     skipped: list[str] = []
@@ -168,7 +169,7 @@ def decide_slot(
         why = f"no rule matched ({tried} tried)"
         if skipped:
             why += "; " + "; ".join(skipped)
-        return _default(slot, why)
+        return default_decision(slot, why)
     if slot.strategy == "score_sorted":
         scored = sorted(
             ((_score(r, facts, now), r) for r in matching),

@@ -14,7 +14,6 @@ from django.utils import timezone
 from cdp.models import AuditEvent
 from experiments.models import Experiment, Exposure, ResultSnapshot, Variant
 from profiles.models import EventSchema
-from rules import services as rules_services
 from rules.models import Slot
 
 URL = "/api/v1/experiments"
@@ -23,16 +22,6 @@ VARIANTS = [
     {"key": "sale", "weight": 0.5, "content": {"title": "Big sale"}},
 ]
 GOALS = [{"event": "purchase", "kind": "conversion", "window": "24h"}]
-
-
-@pytest.fixture
-def hero(db: Any) -> Slot:
-    return rules_services.slot_save(
-        slot=Slot(key="home_hero"),
-        actor="test",
-        variants=[{"key": "welcome", "title": "Welcome"}, {"key": "sale", "title": "Sale"}],
-        default_variant="welcome",
-    )
 
 
 @pytest.fixture(autouse=True)

@@ -22,16 +22,6 @@ URL = "/api/v1/decide"
 GOALS = [{"event": "purchase", "kind": "conversion"}]
 
 
-@pytest.fixture
-def hero(db: Any) -> Slot:
-    return rules_services.slot_save(
-        slot=Slot(key="home_hero"),
-        actor="test",
-        variants=[{"key": "welcome", "title": "Welcome"}, {"key": "sale", "title": "Sale"}],
-        default_variant="welcome",
-    )
-
-
 def running(slot: Slot, key: str = "hero-test", **fields: Any) -> Experiment:
     variants = fields.pop(
         "variants",

@@ -16,21 +16,10 @@ from experiments import services
 from experiments.models import Experiment, Exposure, Status
 from experiments.selectors import experiments_to_refresh, results_latest
 from rules import decisionlog
-from rules import services as rules_services
 from rules.models import Slot
 from tests.conftest import post_events
 
 BOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
-
-
-@pytest.fixture
-def hero(db: Any) -> Slot:
-    return rules_services.slot_save(
-        slot=Slot(key="home_hero"),
-        actor="test",
-        variants=[{"key": "welcome", "title": "Welcome"}, {"key": "sale", "title": "Sale"}],
-        default_variant="welcome",
-    )
 
 
 def start(slot: Slot, **fields: Any) -> Experiment:
