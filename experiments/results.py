@@ -180,7 +180,12 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
         return value if isinstance(value, date) else date.fromisoformat(value)
 
     out = [GoalData(goal) for goal in goals]
+    # The two queries must see the same exposures: one snapshot for both (when this
+    # is its own transaction; a caller's transaction keeps its own isolation).
+    own_transaction = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
+        if pg and own_transaction:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         if pg:
             # One hash aggregate per unit with goal events: let it stay in memory.
             cursor.execute("SET LOCAL work_mem = '256MB'")
@@ -201,7 +206,9 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
             variant, the_day = row[0], as_date(row[1])
             at = 2
             for data in out:
-                s = data.by_day[variant][the_day]
+                # (an exposure newer than the counts, seen only under a caller's
+                # read-committed transaction: counted with n = 0 rather than lost)
+                s = data.by_day.setdefault(variant, {}).setdefault(the_day, Sums())
                 if data.goal.kind == GoalKind.REVENUE:
                     c = row[at : at + 6]
                     at += 6
@@ -240,7 +247,7 @@ def _variant_row(key: str, weight: float, s: Sums, kind: str, confidence: float)
         row["ci"] = (
             _interval(
                 stats.wilson_interval(
-                    conversions=stats.Conversions(s.n, round(s.y)), confidence=confidence
+                    conversions=stats.Conversions(s.n, min(s.n, round(s.y))), confidence=confidence
                 )
             )
             if s.n
@@ -267,8 +274,8 @@ def _compare(
     if kind == GoalKind.CONVERSION:
         if control.n < 1 or treatment.n < 1:
             return None
-        c = stats.Conversions(control.n, round(control.y))
-        t = stats.Conversions(treatment.n, round(treatment.y))
+        c = stats.Conversions(control.n, min(control.n, round(control.y)))
+        t = stats.Conversions(treatment.n, min(treatment.n, round(treatment.y)))
         z = stats.proportions_z_test(control=c, treatment=t, confidence=confidence)
         lift = stats.lift_proportions(control=c, treatment=t, confidence=confidence)
         bayes = stats.chance_to_beat_control_proportions(control=c, treatment=t)
@@ -461,7 +468,10 @@ def results_compute(*, experiment: Experiment, now: datetime) -> dict[str, Any]:
         chi = None
         if goal.kind == GoalKind.CONVERSION and len(keys) > 2 and all(totals[k].n for k in keys):
             test = stats.proportions_chi_square(
-                groups=[stats.Conversions(totals[k].n, round(totals[k].y)) for k in keys]
+                groups=[
+                    stats.Conversions(totals[k].n, min(totals[k].n, round(totals[k].y)))
+                    for k in keys
+                ]
             )
             chi = {"statistic": test.statistic, "dof": test.dof, "p_value": test.p_value}
         needed = _sample_size(totals[keys[0]], goal.kind, confidence, mde, len(keys))

@@ -7,6 +7,7 @@ import itertools
 import math
 import re
 import time
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -26,8 +27,8 @@ from experiments.models import (
     Status,
     Variant,
 )
-from profiles.models import Event, EventSchema
-from rules.services import config_changed, html_sanitize
+from profiles.models import Event, EventSchema, Profile
+from rules.services import config_changed, html_sanitize, snapshots_invalidate
 from segments.services import condition_check
 
 WEIGHT_TOLERANCE = 1e-6
@@ -351,28 +352,72 @@ def experiment_delete(*, experiment: Experiment, actor: str) -> None:
         config_changed()
 
 
+def _live_profiles(ids: set[Any]) -> dict[uuid.UUID, uuid.UUID]:
+    """Each profile id → the live profile it is now (a merged one → the one it was merged
+    into); ids of erased profiles are left out."""
+    out: dict[uuid.UUID, uuid.UUID] = {}
+    pending = {uuid.UUID(str(i)): uuid.UUID(str(i)) for i in ids}  # original → current
+    for _ in range(5):  # merges rarely chain; follow a few hops
+        if not pending:
+            break
+        found = dict(
+            Profile.objects.filter(pk__in=set(pending.values())).values_list("pk", "merged_into_id")
+        )
+        step = {}
+        for original, current in pending.items():
+            if current not in found:
+                continue  # erased (or never existed)
+            if found[current] is None:
+                out[original] = current
+            else:
+                step[original] = found[current]
+        pending = step
+    return out
+
+
 def exposures_record(*, rows: Iterable[dict[str, Any]]) -> int:
-    """Exposures from logged decisions that name an experiment (a slot experiment's
-    answer, or any answer tagged with the global holdout's arm): the first per
-    (experiment, profile) is kept."""
-    rows = [r for r in rows if r.get("experiment") and r.get("profile_id")]
-    if not rows:
+    """Exposures from logged decisions: a slot experiment's or flag's answer, and the
+    visitor's arm of the global holdout whatever answered. The first per (experiment,
+    profile) is kept. A decision logged for a profile since merged counts for the
+    profile it was merged into; one since erased counts for nobody. The new exposures'
+    profiles get fresh `/decide` snapshots, so the next answer is already sticky."""
+    wanted: list[tuple[str, Any, str, datetime]] = []
+    for r in rows:
+        if not r.get("profile_id"):
+            continue
+        if r.get("experiment"):
+            arm = r.get("experiment_variant") or r["variant"]
+            wanted.append((r["experiment"], r["profile_id"], arm, r["decided_at"]))
+        if r.get("holdout") and r.get("holdout_variant"):
+            wanted.append((r["holdout"], r["profile_id"], r["holdout_variant"], r["decided_at"]))
+    if not wanted:
         return 0
     by_key = dict(
-        Experiment.objects.filter(key__in={r["experiment"] for r in rows}).values_list("key", "pk")
+        Experiment.objects.filter(key__in={w[0] for w in wanted}).values_list("key", "pk")
     )
-    exposures = [
-        Exposure(
-            experiment_id=by_key[r["experiment"]],
-            profile_id=r["profile_id"],
-            variant=r.get("experiment_variant") or r["variant"],
-            exposed_at=r["decided_at"],
+    live = _live_profiles({w[1] for w in wanted})
+    first: dict[tuple[int, Any], Exposure] = {}
+    for key, pid, arm, at in sorted(wanted, key=lambda w: w[3]):
+        profile_id = live.get(uuid.UUID(str(pid)))
+        if key not in by_key or profile_id is None:
+            continue
+        first.setdefault(
+            (by_key[key], profile_id),
+            Exposure(experiment_id=by_key[key], profile_id=profile_id, variant=arm, exposed_at=at),
         )
-        for r in sorted(rows, key=lambda r: r["decided_at"])
-        if r["experiment"] in by_key
-    ]
-    Exposure.objects.bulk_create(exposures, ignore_conflicts=True, batch_size=1000)
-    return len(exposures)
+    if not first:
+        return 0
+    seen = set(
+        Exposure.objects.filter(
+            experiment_id__in={e for e, _ in first}, profile_id__in={p for _, p in first}
+        ).values_list("experiment_id", "profile_id")
+    )
+    new = [x for k, x in first.items() if k not in seen]
+    Exposure.objects.bulk_create(new, ignore_conflicts=True, batch_size=1000)
+    touched = {x.profile_id for x in new}
+    if touched:
+        transaction.on_commit(lambda: snapshots_invalidate(profile_ids=touched))
+    return len(new)
 
 
 RESULTS_KEPT = 500

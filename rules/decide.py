@@ -393,7 +393,10 @@ def decide(
         for key, target in targets.items()
     }
     if personalization:
-        hooks.tag_decisions(config.extensions, extra, decisions.values(), visitor.key)
+        # A flag answered by no experiment stays without one (the tag is still logged).
+        hooks.tag_decisions(
+            config.extensions, extra, decisions.values(), visitor.key, show_in=set(slots)
+        )
     _count_impressions(decisions.values(), visitor.key, now)
     ids = {key: str(uuid.uuid4()) for key in decisions}
     if log:
@@ -411,6 +414,8 @@ def decide(
                     "rule_key": d.rule.key if d.rule else "",
                     "experiment": (d.experiment or {}).get("key", ""),
                     "experiment_variant": (d.experiment or {}).get("variant", ""),
+                    "holdout": (d.tag or {}).get("key", ""),
+                    "holdout_variant": (d.tag or {}).get("variant", ""),
                     "control": d.control,
                     "reason": d.reason,
                 }

@@ -57,6 +57,9 @@ class SlotDecision:
     experiment: dict[str, str] | None = None
     control: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The visitor's arm of a cross-slot experiment (the global holdout), whatever
+    # answered: logged so both arms are exposed (rules.hooks.tag_decisions).
+    tag: dict[str, str] | None = None
 
     def as_json(self, decision_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -11,9 +11,10 @@ An extension has
   slot's rules answer. `data` is this profile's entry of `profile_data` (None for an
   unknown visitor);
 - `tag(state, data, visitor)` (optional): an experiment the visitor is in across every
-  slot, as `{"key", "variant"}` (the global personalization holdout), or None. Decisions
-  that name no experiment of their own are tagged with it, so the decision log (and the
-  exposures drawn from it) knows which arm each personalized answer belongs to.
+  slot, as `{"key", "variant"}` (the global personalization holdout), or None. Every
+  decision carries it in `tag` (logged as `holdout`/`holdout_variant`, so both arms are
+  exposed whatever answered), and those that name no experiment of their own show it as
+  their `experiment`.
 """
 
 from __future__ import annotations
@@ -71,17 +72,24 @@ def _call(
 
 
 def tag_decisions(
-    states: dict[str, Any], data: dict[str, Any], decisions: Iterable[SlotDecision], visitor: str
+    states: dict[str, Any],
+    data: dict[str, Any],
+    decisions: Iterable[SlotDecision],
+    visitor: str,
+    *,
+    show_in: set[str],
 ) -> None:
-    """Tag the decisions that name no experiment with the visitor's cross-slot experiment
-    (the first extension that has one)."""
+    """Tag every decision with the visitor's cross-slot experiment (the first extension
+    that has one); those of the slots in `show_in` that name no experiment of their own
+    show it as theirs."""
     for ext in _EXTENSIONS.values():
         if ext.tag is None or ext.name not in states:
             continue
         tag = ext.tag(states[ext.name], data.get(ext.name), visitor)
         if tag is not None:
             for d in decisions:
-                if d.experiment is None:
+                d.tag = dict(tag)
+                if d.experiment is None and d.slot in show_in:
                     d.experiment = dict(tag)
             return
 

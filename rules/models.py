@@ -152,10 +152,15 @@ class Decision(models.Model):
     rule_key = models.CharField(max_length=100, blank=True)
     experiment = models.CharField(max_length=100, blank=True)
     experiment_variant = models.CharField(
+        max_length=100, blank=True, help_text="The experiment's variant (arm) that answered."
+    )
+    holdout = models.CharField(
+        max_length=100, blank=True, help_text="The global holdout running when it was decided."
+    )
+    holdout_variant = models.CharField(
         max_length=100,
         blank=True,
-        help_text="The experiment's variant (arm) the visitor is in; for the global holdout "
-        "'holdout' or 'personalized', whatever the slot showed.",
+        help_text="The visitor's arm of that holdout ('holdout' or 'personalized').",
     )
     control = models.BooleanField(default=False)
     reason = models.TextField()
