@@ -114,3 +114,23 @@ def test_bad_flag_requests_are_refused_naming_the_field(write_client, body, fiel
     response = write_client.post(URL, body, format="json")
     assert response.status_code == 400, response.content
     assert field in response.json()["error"]["details"]
+
+
+@pytest.mark.django_db
+def test_with_a_holdout_running_a_flag_outside_its_experiment_names_no_experiment(write_client):
+    # given: a personalized visitor (a 1% holdout) and a flag that does not exist
+    holdout = services.experiment_save(
+        experiment=Experiment(key="ph", name="Holdout", holdout=True),
+        actor="test",
+        variants=[{"key": "holdout", "weight": 0.01}, {"key": "personalized", "weight": 0.99}],
+        goals=[{"event": "purchase", "kind": "conversion"}],
+    )
+    services.experiment_transition(experiment=holdout, move="start", actor="test")
+    anon = next(f"f-{i}" for i in range(100) if hash_v2("ph", f"f-{i}") >= 0.01)
+    # when
+    response = write_client.post(URL, {"anonymous_id": anon, "flags": ["nope"]}, format="json")
+    # then
+    answer = response.json()["flags"]["nope"]
+    assert answer["variant"] is None
+    assert "experiment" not in answer
+    assert "not in a running experiment 'nope'" in answer["reason"]
