@@ -96,6 +96,15 @@ def holdout_tag(state: Any, data: Any, visitor: str) -> dict[str, str] | None:
     return {"key": state.holdout.key, "variant": holdout_arm(state.holdout, data, visitor)}
 
 
+def audiences(state: Any) -> list[Any]:
+    """The running experiments' audience conditions."""
+    if not isinstance(state, ExperimentsState):
+        return []
+    return [
+        exp.audience for exps in state.by_slot.values() for exp in exps if exp.audience is not None
+    ]
+
+
 def decide_extension(
     state: Any, data: Any, slot: CompiledSlot, facts: Facts, now: datetime, visitor: str
 ) -> SlotDecision | None:

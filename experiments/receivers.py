@@ -10,13 +10,15 @@ from django.dispatch import receiver
 
 from cdp.privacy import Person, PrivacyHandler, privacy_handler_register
 from experiments import services
-from experiments.assignment import decide_extension, holdout_tag
-from experiments.models import Exposure
+from experiments.assignment import audiences, decide_extension, holdout_tag
+from experiments.models import Experiment, Exposure, Status
 from experiments.selectors import experiments_running_load, exposures_of
 from profiles.models import Profile
 from profiles.signals import profile_merging
 from rules.hooks import Extension, extension_register
 from rules.signals import decisions_logged
+from segments.conditions import referenced_segments
+from segments.signals import segment_usage
 
 extension_register(
     Extension(
@@ -25,8 +27,21 @@ extension_register(
         profile_data=exposures_of,
         decide=decide_extension,
         tag=holdout_tag,
+        conditions=audiences,
     )
 )
+
+
+@receiver(segment_usage)
+def segments_used_by_experiments(sender: type, slug: str, **kwargs: Any) -> list[str]:
+    """A segment in the audience of an experiment that is not stopped cannot be deleted."""
+    return sorted(
+        f"experiment {e.key}"
+        for e in Experiment.objects.exclude(status=Status.STOPPED)
+        .exclude(audience=None)
+        .only("key", "audience")
+        if slug in referenced_segments(e.audience)
+    )
 
 
 @receiver(decisions_logged)

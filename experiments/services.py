@@ -29,10 +29,12 @@ from experiments.models import (
 )
 from profiles.models import Event, EventSchema, Profile
 from rules.services import config_changed, html_sanitize, snapshots_invalidate
+from segments.conditions import language
 from segments.services import condition_check
 
 WEIGHT_TOLERANCE = 1e-6
 KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+PROPERTY_KEY = language.KEY  # the condition language's property names
 MAX_VARIANTS = 100
 DEFAULT_WINDOW_SECONDS = 7 * 86400
 # Goal windows are whole minutes (the condition language's `within` has no seconds).
@@ -115,6 +117,12 @@ def _check_goals(goals: list[dict[str, Any]]) -> None:
             raise _fail(f"goals[{i}].kind", f"one of {', '.join(GoalKind.values)}")
         if g.get("kind") == GoalKind.REVENUE and not g.get("property"):
             raise _fail(f"goals[{i}].property", "a revenue goal names its numeric property")
+        prop = g.get("property")
+        if prop and (not isinstance(prop, str) or not PROPERTY_KEY.match(prop)):
+            raise _fail(
+                f"goals[{i}].property",
+                "a property name: letters, digits, _ and - (up to 100), as in conditions",
+            )
         if g.get("where"):
             condition_check({"event": name, "where": g["where"]}, field=f"goals[{i}].where")
         window = g.get("window_seconds", DEFAULT_WINDOW_SECONDS)

@@ -10,6 +10,8 @@ An extension has
 - `decide(state, data, slot, facts, now, visitor)`: a SlotDecision, or None to let the
   slot's rules answer. `data` is this profile's entry of `profile_data` (None for an
   unknown visitor);
+- `conditions(state)` (optional): the condition trees it evaluates (experiments'
+  audiences), so profile snapshots read the events those trees name;
 - `tag(state, data, visitor)` (optional): an experiment the visitor is in across every
   slot, as `{"key", "variant"}` (the global personalization holdout), or None. Every
   decision carries it in `tag` (logged as `holdout`/`holdout_variant`, so both arms are
@@ -37,6 +39,8 @@ class Extension:
     profile_data: Callable[[list[uuid.UUID]], dict[uuid.UUID, Any]]
     decide: Callable[[Any, Any, CompiledSlot, Facts, datetime, str], SlotDecision | None]
     tag: Callable[[Any, Any, str], dict[str, str] | None] | None = None
+    # the condition trees its decisions evaluate (so snapshots read the events they name)
+    conditions: Callable[[Any], Iterable[Any]] | None = None
 
 
 _EXTENSIONS: dict[str, Extension] = {}
@@ -92,6 +96,16 @@ def tag_decisions(
                 if d.experiment is None and d.slot in show_in:
                     d.experiment = dict(tag)
             return
+
+
+def conditions(states: dict[str, Any]) -> list[Any]:
+    """Every condition tree the loaded extensions evaluate against a profile."""
+    return [
+        tree
+        for ext in _EXTENSIONS.values()
+        if ext.conditions is not None and ext.name in states
+        for tree in ext.conditions(states[ext.name])
+    ]
 
 
 def states_load() -> dict[str, Any]:

@@ -71,6 +71,10 @@ def rules_config_load(*, version: str) -> RulesConfig:
         for tree in [rule.condition, *(s["condition"] for s in rule.scoring or [])]:
             names |= event_names(tree)
             windows.append(max_window(tree))
+    states = hooks.states_load()
+    for tree in hooks.conditions(states):  # e.g. experiments' audiences
+        names |= event_names(tree)
+        windows.append(max_window(tree))
     compiled = {
         s.key: CompiledSlot(
             key=s.key,
@@ -90,7 +94,7 @@ def rules_config_load(*, version: str) -> RulesConfig:
         events_since_seconds=None if None in windows else max((w or 0 for w in windows), default=0),
         consent_defaults={p.code: purpose_default_granted(p) for p in purposes},
         personalization_default=gate_default(gate=PERSONALIZATION),
-        extensions=hooks.states_load(),
+        extensions=states,
     )
 
 

@@ -218,6 +218,11 @@ def test_namespaces_make_experiments_mutually_exclusive(write_client, hero):
             "numeric property",
         ),
         ({"traffic": 1.5}, "traffic", "between 0 and 1"),
+        (
+            {"goals": [{"event": "purchase", "kind": "revenue", "property": 'rev"x'}]},
+            "goals[0].property",
+            "a property name",
+        ),
         ({"audience": {"trait": "plan", "op": "nope", "value": 1}}, "audience", "op"),
     ],
 )
@@ -253,3 +258,33 @@ def test_a_stopped_experiment_cannot_be_started_again(hero):
     services.experiment_transition(experiment=exp, move="stop", actor="t")
     with pytest.raises(Conflict):
         services.experiment_transition(experiment=exp, move="start", actor="t")
+
+
+@pytest.mark.django_db
+def test_an_audience_on_events_enters_the_visitors_who_did_them(write_client, hero):
+    # given: an experiment for visitors who added to cart this week, and no rule at all
+    running(hero, audience={"event": "add_to_cart", "within": "7d"})
+    buyer, browser = "carting", "just-looking"
+    body = {"type": "track", "event": "add_to_cart", "anonymous_id": buyer}
+    assert post_events(write_client, body).status_code == 202
+    assert post_events(write_client, {"type": "page", "anonymous_id": browser}).status_code == 202
+    # when / then: only the one who added to cart enters
+    assert ask(write_client, buyer)["source"] == "experiment"
+    assert ask(write_client, browser)["source"] == "default"
+
+
+@pytest.mark.django_db
+def test_a_segment_in_a_live_experiments_audience_cannot_be_deleted(secret_client, hero):
+    # given
+    from segments.models import Segment
+
+    Segment.objects.create(slug="carts", name="Carts", condition={"trait": "x", "op": "exists"})
+    exp = running(hero, audience={"segment": "carts"})
+    # when
+    response = secret_client.delete("/api/v1/segments/carts")
+    # then: refused as for a rule that uses it
+    assert response.status_code == 400, response.content
+    assert "experiment hero-test" in response.json()["error"]["message"]
+    # once the experiment is stopped, it can go
+    services.experiment_transition(experiment=exp, move="stop", actor="t")
+    assert secret_client.delete("/api/v1/segments/carts").status_code == 204
