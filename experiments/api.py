@@ -567,7 +567,17 @@ ResultsOut = inline_serializer(
         "srm": serializers.DictField(
             allow_null=True, help_text="Sample-ratio-mismatch check: p_value, mismatch, …"
         ),
-        "warnings": serializers.ListField(child=serializers.CharField()),
+        "warnings": serializers.ListField(
+            child=inline_serializer(
+                "ExperimentWarning",
+                {
+                    "code": serializers.ChoiceField(
+                        choices=["sample_ratio_mismatch", "not_enough_data"]
+                    ),
+                    "message": serializers.CharField(),
+                },
+            )
+        ),
         "goals": serializers.ListField(
             child=serializers.DictField(),
             help_text="Per goal: the goal, per-variant figures (n, conversions, rate or "

@@ -267,10 +267,20 @@ def _variant_row(key: str, weight: float, s: Sums, kind: str, confidence: float)
 
 
 def _compare(
-    control: Sums, treatment: Sums, kind: str, confidence: float, mde: float
+    control: Sums,
+    treatment: Sums,
+    kind: str,
+    confidence: float,
+    mde: float,
+    before: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Treatment against control for one goal; None when either side is too small."""
+    """Treatment against control for one goal; None when either side is too small.
+    `before` is the last look's sequential figures: its mixture scale is kept (fixed at
+    the first look that could set it), its p-value only goes down and its interval only
+    narrows, as always-valid inference requires."""
     alpha = 1.0 - confidence
+    before = before or {}
+    kept_tau2 = before.get("tau_squared")
     if kind == GoalKind.CONVERSION:
         if control.n < 1 or treatment.n < 1:
             return None
@@ -280,9 +290,15 @@ def _compare(
         lift = stats.lift_proportions(control=c, treatment=t, confidence=confidence)
         bayes = stats.chance_to_beat_control_proportions(control=c, treatment=t)
         pooled = (c.conversions + t.conversions) / (c.n + t.n)
-        tau2 = _tau_squared(mde, c.rate or pooled)
+        tau2 = kept_tau2 or _tau_squared(mde, c.rate or pooled)
         seq = (
-            stats.sequential_test_proportions(control=c, treatment=t, tau_squared=tau2, alpha=alpha)
+            stats.sequential_test_proportions(
+                control=c,
+                treatment=t,
+                tau_squared=tau2,
+                alpha=alpha,
+                previous_p_value=before.get("p_value"),
+            )
             if tau2
             else None
         )
@@ -298,9 +314,15 @@ def _compare(
         welch = stats.welch_t_test(control=cm, treatment=tm, confidence=confidence)
         lift = stats.lift_means(control=cm, treatment=tm, confidence=confidence)
         bayes = stats.chance_to_beat_control_means(control=cm, treatment=tm)
-        tau2 = _tau_squared(mde, cm.mean or (cm.sum + tm.sum) / (cm.n + tm.n))
+        tau2 = kept_tau2 or _tau_squared(mde, cm.mean or (cm.sum + tm.sum) / (cm.n + tm.n))
         seq = (
-            stats.sequential_test_means(control=cm, treatment=tm, tau_squared=tau2, alpha=alpha)
+            stats.sequential_test_means(
+                control=cm,
+                treatment=tm,
+                tau_squared=tau2,
+                alpha=alpha,
+                previous_p_value=before.get("p_value"),
+            )
             if tau2
             else None
         )
@@ -319,9 +341,25 @@ def _compare(
         "expected_loss_of_control": bayes.expected_loss_if_control,
         "sequential": None
         if seq is None
-        else {"p_value": seq.p_value, "difference_ci": _interval(seq.ci)},
+        else {
+            "p_value": seq.p_value,
+            "difference_ci": _narrowed(_interval(seq.ci), before.get("difference_ci")),
+            "tau_squared": seq.tau_squared,
+        },
         "cuped": cuped,
     }
+
+
+def _narrowed(now: list[float | None] | None, before: Any) -> list[float | None] | None:
+    """The intersection of this look's interval with the last one's (a running
+    intersection of always-valid intervals is still valid); this look's when they do not
+    meet or the last one is unknown."""
+    if now is None or not isinstance(before, list) or len(before) != 2 or None in before:
+        return now
+    if None in now:
+        return now
+    low, high = max(now[0], before[0]), min(now[1], before[1])
+    return [low, high] if low <= high else now
 
 
 def _cuped(control: Sums, treatment: Sums, confidence: float) -> dict[str, Any] | None:
@@ -398,15 +436,30 @@ def _series(data: GoalData, keys: list[str], kind: str, confidence: float) -> li
     return out
 
 
-def results_compute(*, experiment: Experiment, now: datetime) -> dict[str, Any]:
+def _sequential_before(previous: dict[str, Any] | None) -> dict[tuple[Any, str], Any]:
+    """(goal id, variant) → the sequential figures of the last computed results."""
+    out: dict[tuple[Any, str], Any] = {}
+    for g in (previous or {}).get("goals") or []:
+        for row in g.get("variants") or []:
+            seq = (row.get("vs_control") or {}).get("sequential")
+            if seq:
+                out[(g.get("goal", {}).get("id"), row.get("key"))] = seq
+    return out
+
+
+def results_compute(
+    *, experiment: Experiment, now: datetime, previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Every goal's per-variant figures, comparisons with control (Holm-adjusted across
-    treatments), the sample-ratio check and the sample still needed, as JSON."""
+    treatments), the sample-ratio check and the sample still needed, as JSON. `previous`
+    is the last computed payload (the sequential test carries on from it)."""
     variants = list(experiment.variants.order_by("index"))
     goals = list(experiment.goals.all())
     keys = [v.key for v in variants]
     weights = [v.weight for v in variants]
     confidence, mde = experiment.confidence, experiment.minimum_detectable_effect
     data = _read_sums(experiment, goals, now) if goals else []
+    sequential_before = _sequential_before(previous)
     exposures: dict[str, int] = defaultdict(int)
     if data:
         for k in keys:
@@ -454,7 +507,15 @@ def results_compute(*, experiment: Experiment, now: datetime) -> dict[str, Any]:
             for k, w in zip(keys, weights, strict=True)
         ]
         comparisons = [
-            _compare(totals[keys[0]], totals[k], goal.kind, confidence, mde) for k in keys[1:]
+            _compare(
+                totals[keys[0]],
+                totals[k],
+                goal.kind,
+                confidence,
+                mde,
+                sequential_before.get((goal.pk, k)),
+            )
+            for k in keys[1:]
         ]
         # Holm across the treatments compared with control, so that several variants do
         # not multiply the chance of a false winner.

@@ -253,6 +253,34 @@ def experiment_save(
                     "variants",
                     "a started experiment keeps its variants, in order (weights may change)",
                 )
+    if exp.pk is not None and exp.status != Status.DRAFT:
+        # What places a visitor (the hash seed, the slot, the namespace slice, the
+        # holdout flag) is fixed once started: changing it would move everyone not yet
+        # exposed, and split the results across two different experiments.
+        stored: dict[str, Any] = dict(
+            Experiment.objects.filter(pk=exp.pk).values(
+                "seed", "key", "slot_id", "namespace", "namespace_start", "namespace_end", "holdout"
+            )[0]
+        )
+        now_values = {
+            "seed": exp.seed,
+            "key": exp.key,
+            "slot_id": exp.slot_id,
+            "namespace": exp.namespace,
+            "namespace_start": exp.namespace_start,
+            "namespace_end": exp.namespace_end,
+            "holdout": exp.holdout,
+        }
+        if stored["seed"] == "" and now_values["seed"] == stored["key"]:
+            now_values["seed"] = ""  # the key was the seed all along
+        for name, value in now_values.items():
+            if stored[name] != value:
+                field = {
+                    "slot_id": "slot",
+                    "namespace_start": "namespace",
+                    "namespace_end": "namespace",
+                }.get(name, name)
+                raise _fail(field, f"cannot change once the experiment has started ({name})")
     if goals is not None or exp.pk is None:
         _check_goals(goals or [])
     _check_namespace(exp)
@@ -435,10 +463,14 @@ def results_refresh(*, experiment: Experiment, now: datetime | None = None) -> R
     """Compute the experiment's results now and keep them as its newest snapshot (the
     oldest beyond RESULTS_KEPT are dropped)."""
     from experiments.results import results_compute
+    from experiments.selectors import results_latest
 
     now = now or timezone.now()
     started = time.perf_counter()
-    payload = results_compute(experiment=experiment, now=now)
+    last = results_latest(experiment=experiment)
+    payload = results_compute(
+        experiment=experiment, now=now, previous=last.payload if last is not None else None
+    )
     snapshot = ResultSnapshot.objects.create(
         experiment=experiment,
         computed_at=now,

@@ -288,3 +288,32 @@ def test_a_segment_in_a_live_experiments_audience_cannot_be_deleted(secret_clien
     # once the experiment is stopped, it can go
     services.experiment_transition(experiment=exp, move="stop", actor="t")
     assert secret_client.delete("/api/v1/segments/carts").status_code == 204
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"seed": "another-seed"}, "seed"),
+        ({"namespace": "ns", "namespace_start": 0.0, "namespace_end": 0.5}, "namespace"),
+    ],
+)
+def test_what_places_a_visitor_cannot_change_once_started(hero, change, field):
+    # given
+    exp = running(hero)
+    # when
+    for name, value in change.items():
+        setattr(exp, name, value)
+    with pytest.raises(ValidationFailed) as caught:
+        services.experiment_save(experiment=exp, actor="t")
+    # then
+    assert field in caught.value.details
+    assert Experiment.objects.get(pk=exp.pk).seed == ""
+
+
+@pytest.mark.django_db
+def test_a_started_experiment_may_change_its_traffic_and_name(hero):
+    exp = running(hero)
+    exp.traffic, exp.name = 0.5, "Renamed"
+    services.experiment_save(experiment=exp, actor="t")
+    assert Experiment.objects.get(pk=exp.pk).traffic == 0.5

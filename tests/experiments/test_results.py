@@ -287,3 +287,55 @@ def test_when_every_control_user_converts_the_warning_says_so(hero):
     assert messages == [
         "Not enough data yet: every control user did purchase: there is no room to detect a lift."
     ]
+
+
+def _exposed(exp: Experiment, variant: str, buys: bool, at: Any) -> None:
+    import uuid
+
+    from profiles.models import Event, Profile, Source
+
+    source = Source.objects.first() or Source.objects.create(
+        name="s", slug="s", write_key_hash="w", secret_key_hash="k"
+    )
+    profile = Profile.objects.create()
+    Exposure.objects.create(experiment=exp, profile_id=profile.pk, variant=variant, exposed_at=at)
+    if buys:
+        Event.objects.create(
+            source=source,
+            message_id=str(uuid.uuid4()),
+            profile=profile,
+            type="track",
+            event="purchase",
+            timestamp=at + timedelta(minutes=5),
+            received_at=at,
+            properties={"revenue": 10},
+        )
+
+
+@pytest.mark.django_db
+def test_the_sequential_test_never_takes_back_what_an_earlier_look_showed(hero):
+    # given: a first look where the sale variant is far ahead (a mixture scaled for
+    # large effects: with the default 5% the first look would not be significant yet)
+    exp = start(hero, minimum_detectable_effect=1.0)
+    now = timezone.now()
+    for i in range(200):
+        _exposed(exp, "welcome", i < 20, now - timedelta(hours=3))
+        _exposed(exp, "sale", i < 60, now - timedelta(hours=3))
+    first = services.results_refresh(experiment=exp, now=now).payload
+    seq1 = first["goals"][0]["variants"][1]["vs_control"]["sequential"]
+    # when: later visitors convert alike in both variants (the lift shrinks)
+    for i in range(400):
+        _exposed(exp, "welcome", i < 40, now - timedelta(hours=2))
+        _exposed(exp, "sale", i < 40, now - timedelta(hours=2))
+    second = services.results_refresh(experiment=exp, now=now + timedelta(minutes=10)).payload
+    seq2 = second["goals"][0]["variants"][1]["vs_control"]["sequential"]
+    # then: the p-value never rises, the interval only narrows, the mixture scale is kept
+    assert seq1["p_value"] < 0.05
+    assert seq2["p_value"] == seq1["p_value"]
+    assert seq2["tau_squared"] == seq1["tau_squared"]
+    low1, high1 = seq1["difference_ci"]
+    low2, high2 = seq2["difference_ci"]
+    assert low1 <= low2 <= high2 <= high1
+    # while the fixed-horizon p-value follows the data
+    fixed = second["goals"][0]["variants"][1]["vs_control"]["p_value"]
+    assert fixed > first["goals"][0]["variants"][1]["vs_control"]["p_value"]
