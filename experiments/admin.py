@@ -37,11 +37,10 @@ from cdp.errors import ApplicationError
 from experiments import charts, services
 from experiments.models import Experiment, Exposure, Goal, ResultSnapshot, Status, Variant
 from experiments.selectors import results_latest
-from experiments.tasks import experiment_results_refresh
+from experiments.tasks import experiment_results_refresh, results_for_display
 
 # Up to this many exposures, a results page without a snapshot computes one while the
 # marketer waits; beyond, the first computation goes to a worker.
-SYNC_RESULTS_LIMIT = 200_000
 DOCS_FILE = settings.BASE_DIR / "docs" / "experiments.md"
 
 # The moves the change page offers in each status (the service decides what is legal).
@@ -641,15 +640,7 @@ class ExperimentAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     def results_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         experiment = self._viewable(request, object_id)
-        snapshot = results_latest(experiment=experiment)
-        computing = False
-        if snapshot is None:
-            if experiment.exposures.count() <= SYNC_RESULTS_LIMIT:
-                snapshot = services.results_refresh(experiment=experiment)
-            else:
-                pk = experiment.pk
-                transaction.on_commit(lambda: experiment_results_refresh.delay(pk))
-                computing = True
+        snapshot, computing = results_for_display(experiment)
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),
             "title": f"Results: {experiment.name}",

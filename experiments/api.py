@@ -20,7 +20,7 @@ from cdp.errors import NotFound, ValidationFailed
 from cdp.openapi import error_responses
 from experiments import services
 from experiments.models import Experiment, GoalKind, Status
-from experiments.selectors import results_latest
+from experiments.tasks import results_for_display
 from rules.models import Slot
 from segments.conditions import ConditionError, window_seconds
 
@@ -594,11 +594,16 @@ class ExperimentResultsApi(APIView):
 
     @extend_schema(
         operation_id="experiments_results",
-        summary="The experiment's newest results (computed now if it has none yet)",
-        responses={200: ResultsOut, **error_responses(401, 403, 404)},
+        summary="The experiment's newest results",
+        description="Computed on the spot when there are none since the experiment last "
+        "changed, for up to 200,000 exposures; a larger experiment's are computed on a "
+        "worker: the answer is then the previous results with `computing: true`, or a "
+        '`202 {"computing": true}` while there are none yet.',
+        responses={200: ResultsOut, 202: None, **error_responses(401, 403, 404)},
         tags=TAGS,
     )
     def get(self, request: Request, key: str) -> Response:
-        exp = _get(key)
-        snapshot = results_latest(experiment=exp) or services.results_refresh(experiment=exp)
-        return Response(snapshot.payload)
+        snapshot, computing = results_for_display(_get(key))
+        if snapshot is None:
+            return Response({"computing": True}, status=status.HTTP_202_ACCEPTED)
+        return Response({**snapshot.payload, "computing": computing})

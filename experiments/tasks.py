@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import shared_task
+from django.db import transaction
 from django.utils import timezone
 
 from experiments import selectors, services
-from experiments.models import Experiment
+from experiments.models import Experiment, Exposure, ResultSnapshot
 
 # Conversions keep landing for a goal's window after the last exposure.
 REFRESH_STOPPED_FOR = timedelta(days=14)
@@ -28,3 +29,22 @@ def experiments_results_refresh_all() -> None:
         now=timezone.now(), stopped_within=REFRESH_STOPPED_FOR
     ):
         experiment_results_refresh.delay(pk)
+
+
+# Above this many exposures a first (or stale) computation goes to a worker instead of
+# holding a web request for seconds.
+SYNC_RESULTS_LIMIT = 200_000
+
+
+def results_for_display(experiment: Experiment) -> tuple[ResultSnapshot | None, bool]:
+    """The results to show now, and whether newer ones are being computed on a worker.
+    With none yet, or none since the experiment was last changed (goals, weights…), a
+    small experiment is computed on the spot and a large one is queued."""
+    snapshot = selectors.results_latest(experiment=experiment)
+    if snapshot is not None and snapshot.computed_at >= experiment.updated_at:
+        return snapshot, False
+    if Exposure.objects.filter(experiment=experiment).count() <= SYNC_RESULTS_LIMIT:
+        return services.results_refresh(experiment=experiment), False
+    pk = experiment.pk
+    transaction.on_commit(lambda: experiment_results_refresh.delay(pk))
+    return snapshot, True

@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 from cdp.models import AuditEvent
 from experiments import admin as experiments_admin
 from experiments import charts, services
+from experiments import tasks as experiments_tasks
 from experiments.models import Experiment, Exposure, ResultSnapshot, Status
 from experiments.selectors import results_latest
 from profiles.models import Event, Profile
@@ -822,7 +823,7 @@ def test_refresh_now_goes_to_the_queue(
 def test_a_large_experiment_without_results_computes_them_on_a_worker(
     superuser_client, hero, source, celery_queued, django_capture_on_commit_callbacks, monkeypatch
 ):
-    monkeypatch.setattr(experiments_admin, "SYNC_RESULTS_LIMIT", 3)
+    monkeypatch.setattr(experiments_tasks, "SYNC_RESULTS_LIMIT", 3)
     exp = make(hero, start=True)
     expose(exp, source, {"control": (2, 0), "sale": (2, 0)})
 

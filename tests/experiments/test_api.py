@@ -806,3 +806,47 @@ def test_results_are_served_and_computed_on_first_ask(secret_client, write_clien
         == payload["computed_at"]
     )
     assert secret_client.get(f"{URL}/no-such/results").status_code == 404
+
+
+@pytest.mark.django_db
+def test_results_follow_a_change_of_goals(secret_client, hero):
+    # given: results computed for one goal
+    create(secret_client)
+    first = secret_client.get(f"{URL}/hero-test/results").json()
+    assert [g["goal"]["event"] for g in first["goals"]] == ["purchase"]
+    # when: a goal is added
+    goals = [*GOALS, {"event": "signup", "kind": "conversion"}]
+    assert (
+        secret_client.patch(f"{URL}/hero-test", {"goals": goals}, format="json").status_code == 200
+    )
+    # then: the next read is computed for the new goals
+    again = secret_client.get(f"{URL}/hero-test/results").json()
+    assert [g["goal"]["event"] for g in again["goals"]] == ["purchase", "signup"]
+    assert again["computing"] is False
+
+
+@pytest.mark.django_db
+def test_a_large_experiment_without_results_answers_202_and_queues(
+    secret_client, hero, monkeypatch, django_capture_on_commit_callbacks, celery_queued
+):
+    import uuid
+
+    from django.utils import timezone
+
+    from experiments import tasks
+    from experiments.models import Experiment, Exposure
+
+    monkeypatch.setattr(tasks, "SYNC_RESULTS_LIMIT", 1)
+    create(secret_client)
+    exp = Experiment.objects.get(key="hero-test")
+    Exposure.objects.bulk_create(
+        Exposure(
+            experiment=exp, profile_id=uuid.uuid4(), variant="welcome", exposed_at=timezone.now()
+        )
+        for _ in range(2)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = secret_client.get(f"{URL}/hero-test/results")
+    assert response.status_code == 202
+    assert response.json() == {"computing": True}
+    assert celery_queued == ["experiments.tasks.experiment_results_refresh"]
