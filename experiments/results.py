@@ -151,8 +151,8 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
             event_cols.append(f"(CASE WHEN {filters} THEN 1 ELSE 0 END) AS m{i}")
             event_params += filter_params
             unit_cols += [
-                f"MAX(CASE WHEN j.m{i} = 1 AND j.dt >= 0 AND j.dt < %s THEN 1 ELSE 0 END) AS y{i}",
-                f"MAX(CASE WHEN j.m{i} = 1 AND j.dt < 0 AND j.dt >= -%s THEN 1 ELSE 0 END) AS x{i}",
+                f"MAX(CASE WHEN j.dt >= 0 AND j.dt < %s AND j.m{i} = 1 THEN 1 ELSE 0 END) AS y{i}",
+                f"MAX(CASE WHEN j.dt < 0 AND j.dt >= -%s AND j.m{i} = 1 THEN 1 ELSE 0 END) AS x{i}",
             ]
             # 0/1 metrics: y² = y, x² = x, and every converter has y = 1
             sum_cols += [f"SUM(y{i})", f"SUM(x{i})", f"SUM(x{i} * y{i})"]
