@@ -128,6 +128,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "experiments.tasks.experiments_results_refresh_all",
         "schedule": 600.0,
     },
+    "experiments-results-full": {
+        "task": "experiments.tasks.experiments_results_refresh_all",
+        "schedule": 86400.0,
+        "kwargs": {"full": True},
+    },
 }
 
 # --- Security switches (production turns DEBUG off and these on by default) ---------------

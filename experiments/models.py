@@ -152,3 +152,29 @@ class ResultSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment_id}@{self.computed_at:%Y-%m-%d %H:%M}"
+
+
+class DaySums(models.Model):
+    """One goal's sums for the units first exposed on one day to one variant, kept once
+    every unit of that day is past the goal window (a refresh then reads them instead
+    of the events). `n` is checked against the exposures at each refresh: a day whose
+    exposures changed (a merge, an erasure) is computed again. Aggregates only."""
+
+    goal = models.ForeignKey(Goal, on_delete=models.CASCADE, related_name="day_sums")
+    variant = models.SlugField(max_length=100)
+    day = models.DateField()
+    n = models.PositiveIntegerField()
+    converters = models.PositiveIntegerField()
+    y = models.FloatField()
+    y2 = models.FloatField()
+    x = models.FloatField()
+    x2 = models.FloatField()
+    xy = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["goal", "variant", "day"], name="daysums_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.goal_id}/{self.variant}@{self.day}"

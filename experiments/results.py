@@ -24,11 +24,13 @@ from django.db import connection, transaction
 from django.db.models import Count
 
 from experiments import stats
-from experiments.models import Experiment, Exposure, Goal, GoalKind
+from experiments.models import DaySums, Experiment, Exposure, Goal, GoalKind
 from profiles.models import Event
 from segments.compiler import Compiler
 
 POWER = 0.8
+# A day is kept once its units' goal windows ended at least this long ago (late events).
+CLOSE_GRACE = timedelta(days=1)
 MAX_SERIES_DAYS = 120
 
 
@@ -94,10 +96,17 @@ def _filters_sql(goal: Goal, compiler: Compiler) -> tuple[str, list[Any]]:
     return " AND ".join(f"({p})" for p in parts), params
 
 
-def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list[GoalData]:
+def _read_sums(
+    experiment: Experiment, goals: list[Goal], now: datetime, *, full: bool = False
+) -> list[GoalData]:
     """Two queries: exposures per (variant, day); and, for the exposures that have goal
     events near them, each unit's metrics summed per (variant, day). A unit without any
-    goal event adds only to n (its metrics are all zero)."""
+    goal event adds only to n (its metrics are all zero).
+
+    Days whose every unit is past the widest goal window (and a day of grace) are kept
+    as DaySums and read back instead, as long as their exposure counts still match;
+    the event query then starts at the first day that is not kept. `full` ignores
+    (and rewrites) what is kept: late events for long-closed days are caught that way."""
     pg = connection.vendor == "postgresql"
     compiler = Compiler(now)
     exposure_table, event_table = Exposure._meta.db_table, Event._meta.db_table
@@ -166,7 +175,7 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
         # The same bounds for every exposure, so the (event, timestamp) index skips the
         # history before the experiment.
         "AND e.timestamp >= %s AND e.timestamp <= %s "
-        f"WHERE x.experiment_id = %s{fence}"
+        f"WHERE x.experiment_id = %s AND x.exposed_at >= %s{fence}"
     )
     units = f"SELECT j.variant, j.day, {', '.join(unit_cols)} FROM ({near}) j GROUP BY j.xid, j.variant, j.day"
     sql = f"SELECT variant, day, {', '.join(sum_cols)} FROM ({units}) u GROUP BY variant, day"
@@ -197,11 +206,21 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
                 data.by_day.setdefault(variant, {})[as_date(day_value)] = Sums(n=int(n))
         if not days:
             return out
-        since = datetime.combine(min(days), dt_time.min, tzinfo=UTC) - timedelta(seconds=widest)
-        bounds: list[Any] = [since, now]
+        closed_before = (now - timedelta(seconds=widest) - CLOSE_GRACE).astimezone(UTC).date()
+        kept = set() if full else _kept_days(out, closed_before)
+        open_days = sorted(d for d in days if d not in kept)
+        if not open_days:
+            return out
+        start = datetime.combine(open_days[0], dt_time.min, tzinfo=UTC)
+        bounds: list[Any] = [start - timedelta(seconds=widest), now, start]
         if not pg:
             bounds = [connection.ops.adapt_datetimefield_value(t) for t in bounds]
-        cursor.execute(sql, [*params, *bounds, experiment.pk])
+        for data in out:  # recomputed from `start` on: drop what was read back
+            for by in data.by_day.values():
+                for d, s in by.items():
+                    if d >= open_days[0]:
+                        s.converters, s.y, s.y2, s.x, s.x2, s.xy = 0, 0.0, 0.0, 0.0, 0.0, 0.0
+        cursor.execute(sql, [*params, bounds[0], bounds[1], experiment.pk, bounds[2]])
         for row in cursor.fetchall():
             variant, the_day = row[0], as_date(row[1])
             at = 2
@@ -219,7 +238,61 @@ def _read_sums(experiment: Experiment, goals: list[Goal], now: datetime) -> list
                     y, x, xy = (float(v or 0) for v in row[at : at + 3])
                     at += 3
                     s.converters, s.y, s.y2, s.x, s.x2, s.xy = round(y), y, y, x, x, xy
+        _keep_days(out, open_days[0], closed_before)
     return out
+
+
+def _kept_days(out: list[GoalData], closed_before: date) -> set[date]:
+    """Closed days whose kept sums exist for every goal and variant with exposures that
+    day, with the same exposure counts; their sums are filled into `out`."""
+    goals = {data.goal.pk: data for data in out}
+    rows = DaySums.objects.filter(goal_id__in=goals, day__lt=closed_before)
+    kept: dict[tuple[int, str, date], DaySums] = {(r.goal_id, r.variant, r.day): r for r in rows}
+    good: set[date] = set()
+    candidates = {d for data in out for by in data.by_day.values() for d in by if d < closed_before}
+    for d in candidates:
+        if all(
+            (r := kept.get((data.goal.pk, variant, d))) is not None and r.n == by[d].n
+            for data in out
+            for variant, by in data.by_day.items()
+            if d in by
+        ):
+            good.add(d)
+    for data in out:
+        for variant, by in data.by_day.items():
+            for d in good & set(by):
+                r = kept[(data.goal.pk, variant, d)]
+                s = by[d]
+                s.converters, s.y, s.y2, s.x, s.x2, s.xy = r.converters, r.y, r.y2, r.x, r.x2, r.xy
+    return good
+
+
+def _keep_days(out: list[GoalData], first: date, closed_before: date) -> None:
+    """Keep the sums of the closed days just computed (from `first` on)."""
+    rows = [
+        DaySums(
+            goal_id=data.goal.pk,
+            variant=variant,
+            day=d,
+            n=s.n,
+            converters=s.converters,
+            y=s.y,
+            y2=s.y2,
+            x=s.x,
+            x2=s.x2,
+            xy=s.xy,
+        )
+        for data in out
+        for variant, by in data.by_day.items()
+        for d, s in by.items()
+        if first <= d < closed_before
+    ]
+    if not rows:
+        return
+    DaySums.objects.filter(
+        goal_id__in=[data.goal.pk for data in out], day__gte=first, day__lt=closed_before
+    ).delete()
+    DaySums.objects.bulk_create(rows, batch_size=1000)
 
 
 # --- statistics ----------------------------------------------------------------------------
@@ -448,7 +521,11 @@ def _sequential_before(previous: dict[str, Any] | None) -> dict[tuple[Any, str],
 
 
 def results_compute(
-    *, experiment: Experiment, now: datetime, previous: dict[str, Any] | None = None
+    *,
+    experiment: Experiment,
+    now: datetime,
+    previous: dict[str, Any] | None = None,
+    full: bool = False,
 ) -> dict[str, Any]:
     """Every goal's per-variant figures, comparisons with control (Holm-adjusted across
     treatments), the sample-ratio check and the sample still needed, as JSON. `previous`
@@ -458,7 +535,7 @@ def results_compute(
     keys = [v.key for v in variants]
     weights = [v.weight for v in variants]
     confidence, mde = experiment.confidence, experiment.minimum_detectable_effect
-    data = _read_sums(experiment, goals, now) if goals else []
+    data = _read_sums(experiment, goals, now, full=full) if goals else []
     sequential_before = _sequential_before(previous)
     exposures: dict[str, int] = defaultdict(int)
     if data:

@@ -459,9 +459,12 @@ def exposures_record(*, rows: Iterable[dict[str, Any]]) -> int:
 RESULTS_KEPT = 500
 
 
-def results_refresh(*, experiment: Experiment, now: datetime | None = None) -> ResultSnapshot:
+def results_refresh(
+    *, experiment: Experiment, now: datetime | None = None, full: bool = False
+) -> ResultSnapshot:
     """Compute the experiment's results now and keep them as its newest snapshot (the
-    oldest beyond RESULTS_KEPT are dropped)."""
+    oldest beyond RESULTS_KEPT are dropped). Closed days are read from their kept sums
+    unless `full` (which recomputes and keeps them anew)."""
     from experiments.results import results_compute
     from experiments.selectors import results_latest
 
@@ -469,7 +472,10 @@ def results_refresh(*, experiment: Experiment, now: datetime | None = None) -> R
     started = time.perf_counter()
     last = results_latest(experiment=experiment)
     payload = results_compute(
-        experiment=experiment, now=now, previous=last.payload if last is not None else None
+        experiment=experiment,
+        now=now,
+        previous=last.payload if last is not None else None,
+        full=full,
     )
     snapshot = ResultSnapshot.objects.create(
         experiment=experiment,

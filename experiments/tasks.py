@@ -16,19 +16,20 @@ REFRESH_STOPPED_FOR = timedelta(days=14)
 
 
 @shared_task(ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
-def experiment_results_refresh(experiment_id: int) -> None:
+def experiment_results_refresh(experiment_id: int, full: bool = False) -> None:
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     if experiment is not None:
-        services.results_refresh(experiment=experiment)
+        services.results_refresh(experiment=experiment, full=full)
 
 
 @shared_task(ignore_result=True)
-def experiments_results_refresh_all() -> None:
-    """Every experiment whose results still move (on beat)."""
+def experiments_results_refresh_all(full: bool = False) -> None:
+    """Every experiment whose results still move (on beat; `full` once a day, so late
+    events for days already kept are counted too)."""
     for pk in selectors.experiments_to_refresh(
         now=timezone.now(), stopped_within=REFRESH_STOPPED_FOR
     ):
-        experiment_results_refresh.delay(pk)
+        experiment_results_refresh.delay(pk, full)
 
 
 # Above this many exposures a first (or stale) computation goes to a worker instead of
