@@ -298,13 +298,8 @@ def _keep_days(out: list[GoalData], first: date, closed_before: date) -> None:
 # --- statistics ----------------------------------------------------------------------------
 
 
-def _finite(v: float | None) -> float | None:
-    """JSON has no inf/NaN: an infinite or undefined figure is reported as null."""
-    return v if v is not None and math.isfinite(v) else None
-
-
 def _interval(ci: stats.Interval | None) -> list[float | None] | None:
-    return None if ci is None else [_finite(ci.low), _finite(ci.high)]
+    return None if ci is None else [ci.low, ci.high]
 
 
 def _tau_squared(mde: float, baseline: float) -> float | None:
@@ -375,7 +370,7 @@ def _compare(
             if tau2
             else None
         )
-        p_value, test = z.p_value, {"name": "two-proportion z-test", "z": _finite(z.z)}
+        p_value, test = z.p_value, {"name": "two-proportion z-test", "z": z.z}
         cuped = None
         if control.x > 0 or treatment.x > 0:
             cuped = _cuped(control, treatment, confidence)
@@ -400,14 +395,14 @@ def _compare(
             else None
         )
         p_value = welch.p_value
-        test = {"name": "Welch t-test", "t": _finite(welch.t), "df": _finite(welch.df)}
+        test = {"name": "Welch t-test", "t": welch.t, "df": welch.df}
         cuped = _cuped(control, treatment, confidence) if (control.x or treatment.x) else None
     return {
         "test": test,
         "p_value": p_value,
         "difference": lift.absolute,
         "difference_ci": _interval(lift.absolute_ci),
-        "relative_lift": _finite(lift.relative),
+        "relative_lift": lift.relative,
         "relative_lift_ci": _interval(lift.relative_ci),
         "chance_to_beat_control": bayes.chance_to_beat_control,
         "expected_loss": bayes.expected_loss_if_treatment,
@@ -563,7 +558,7 @@ def results_compute(
             "mismatch": check.mismatch,
             "expected": check.expected,
             "observed": observed,
-            "statistic": _finite(check.statistic),
+            "statistic": check.statistic,
         }
         if check.mismatch:
             warn(

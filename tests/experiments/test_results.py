@@ -249,46 +249,6 @@ def test_results_are_refreshed_for_live_and_recently_stopped_experiments(hero):
     assert experiments_to_refresh(now=now, stopped_within=timedelta(days=1)) == [exp.pk]
 
 
-@pytest.mark.django_db
-def test_when_every_control_user_converts_the_warning_says_so(hero):
-    # given: 10 exposures, every one of them buys
-    import uuid
-
-    from profiles.models import Event, Profile, Source
-
-    exp = start(hero)
-    now = timezone.now()
-    source = Source.objects.create(name="s", slug="s", write_key_hash="w", secret_key_hash="k")
-    for i in range(10):
-        profile = Profile.objects.create()
-        Exposure.objects.create(
-            experiment=exp,
-            profile_id=profile.pk,
-            variant="welcome" if i < 5 else "sale",
-            exposed_at=now - timedelta(hours=2),
-        )
-        Event.objects.create(
-            source=source,
-            message_id=str(uuid.uuid4()),
-            profile=profile,
-            type="track",
-            event="purchase",
-            timestamp=now - timedelta(hours=1),
-            received_at=now,
-            properties={"revenue": 10},
-        )
-    # when
-    payload = services.results_refresh(experiment=exp, now=now).payload
-    # then
-    rows = {r["key"]: r for r in payload["goals"][0]["variants"]}
-    assert rows["welcome"]["rate"] == 1.0
-    assert payload["goals"][0]["sample_size"] is None
-    messages = [w["message"] for w in payload["warnings"] if w["code"] == "not_enough_data"]
-    assert messages == [
-        "Not enough data yet: every control user did purchase: there is no room to detect a lift."
-    ]
-
-
 def _exposed(exp: Experiment, variant: str, buys: bool, at: Any) -> None:
     import uuid
 
@@ -310,6 +270,25 @@ def _exposed(exp: Experiment, variant: str, buys: bool, at: Any) -> None:
             received_at=at,
             properties={"revenue": 10},
         )
+
+
+@pytest.mark.django_db
+def test_when_every_control_user_converts_the_warning_says_so(hero):
+    # given: 10 exposures, every one of them buys
+    exp = start(hero)
+    now = timezone.now()
+    for i in range(10):
+        _exposed(exp, "welcome" if i < 5 else "sale", True, now - timedelta(hours=2))
+    # when
+    payload = services.results_refresh(experiment=exp, now=now).payload
+    # then
+    rows = {r["key"]: r for r in payload["goals"][0]["variants"]}
+    assert rows["welcome"]["rate"] == 1.0
+    assert payload["goals"][0]["sample_size"] is None
+    messages = [w["message"] for w in payload["warnings"] if w["code"] == "not_enough_data"]
+    assert messages == [
+        "Not enough data yet: every control user did purchase: there is no room to detect a lift."
+    ]
 
 
 @pytest.mark.django_db
