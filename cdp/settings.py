@@ -124,6 +124,8 @@ CELERY_BEAT_SCHEDULE = {
     "segments-sweep-windows": {"task": "segments.tasks.segments_sweep_windows", "schedule": 300.0},
     "rules-decisions-drain": {"task": "rules.tasks.decisions_drain", "schedule": 2.0},
     "rules-decisions-attribute": {"task": "rules.tasks.decisions_attribute", "schedule": 60.0},
+    # Re-runs clusterings and retrains predictors when due, and scores every profile.
+    "segments-ml-daily": {"task": "segments.tasks.ml_retrain_due", "schedule": 86400.0},
     "experiments-results": {
         "task": "experiments.tasks.experiments_results_refresh_all",
         "schedule": 600.0,
@@ -267,4 +269,15 @@ CDP = {
     "DECISION_CLICK_EVENTS": env.list(
         "CDP_DECISION_CLICK_EVENTS", default=["content_clicked", "decision_clicked"]
     ),
+    # Behavioral features (segments.ml.features): which track events are cart adds, and
+    # which carry a scroll depth in properties.percent.
+    "ML_CART_EVENTS": env.list(
+        "CDP_ML_CART_EVENTS", default=["add_to_cart", "product_added", "Product Added"]
+    ),
+    "ML_SCROLL_EVENTS": env.list(
+        "CDP_ML_SCROLL_EVENTS", default=["scroll_depth", "page_scrolled", "Page Scrolled"]
+    ),
+    # A retrained model replaces the current one only if its held-out AUC is at least the
+    # current model's on the same held-out profiles, minus this tolerance.
+    "ML_PROMOTION_TOLERANCE": env.float("CDP_ML_PROMOTION_TOLERANCE", default=0.0),
 }

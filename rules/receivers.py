@@ -21,7 +21,12 @@ from rules import services
 from rules.engine import CompiledRule, cap_key
 from rules.models import Decision, Rule
 from segments.conditions import referenced_segments
-from segments.signals import memberships_changed, segment_usage, segments_recomputed
+from segments.signals import (
+    memberships_changed,
+    scores_changed,
+    segment_usage,
+    segments_recomputed,
+)
 
 
 @receiver(events_ingested)
@@ -43,6 +48,18 @@ def snapshots_follow_recompute(sender: type, **kwargs: Any) -> None:
         snapshots_warm_recent.delay()
 
     transaction.on_commit(retire_and_rewarm)
+
+
+@receiver(scores_changed)
+def snapshots_follow_scores(
+    sender: type, profile_ids: list[Any] | None = None, **kwargs: Any
+) -> None:
+    # Snapshots hold each profile's scores (rules may compare them directly).
+    if profile_ids is None:
+        snapshots_follow_recompute(sender)
+    else:
+        ids = list(profile_ids)
+        transaction.on_commit(lambda: services.snapshots_invalidate(profile_ids=ids))
 
 
 @receiver(consent_changed)

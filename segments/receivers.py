@@ -36,6 +36,9 @@ def segments_refresh_on_events(
     from segments.services import realtime_refresh_enqueue
 
     realtime_refresh_enqueue(profile_ids=profile_ids)
+    from segments.ml.services import realtime_enqueue
+
+    realtime_enqueue(profile_ids=profile_ids)
 
 
 def _memberships_export(person: Person) -> Iterator[dict[str, Any]]:

@@ -292,11 +292,15 @@ def validate(tree: Any, *, allow_context: bool = False) -> Any:
             if not isinstance(node["score"], str) or not SLUG.match(node["score"]):
                 raise ConditionError(here + "score", "a model key")
             _check_comparison(node, path, {"score", "op", "value"})
-            if node["op"] not in ORDER_OPS | {"between", "exists"} or (
-                node["op"] in ORDER_OPS and not _is_number(node["value"])
+            # eq / in: a clustering's score is the profile's cluster number
+            if (
+                node["op"] not in ORDER_OPS | {"eq", "in", "between", "exists"}
+                or (node["op"] in ORDER_OPS | {"eq"} and not _is_number(node["value"]))
+                or (node["op"] == "in" and not all(_is_number(v) for v in node["value"]))
             ):
                 raise ConditionError(
-                    here + "op", "a score compares with numbers (gt, gte, lt, lte, between, exists)"
+                    here + "op",
+                    "a score compares with numbers (gt, gte, lt, lte, eq, in, between, exists)",
                 )
         elif kind == "consent":
             if (
@@ -334,6 +338,10 @@ def _nodes(tree: Any) -> Iterator[Mapping[str, Any]]:
 
 def referenced_segments(tree: Any) -> set[str]:
     return {n["segment"] for n in _nodes(tree) if "segment" in n}
+
+
+def score_keys(tree: Any) -> set[str]:
+    return {n["score"] for n in _nodes(tree) if "score" in n}
 
 
 def event_names(tree: Any) -> set[str]:

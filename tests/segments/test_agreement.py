@@ -125,6 +125,14 @@ leaves = st.one_of(
         lambda ov: _cmp({"score": "churn"}, ov),
         st.tuples(st.sampled_from(["gt", "gte", "lt", "lte", "exists"]), numbers),
     ).filter(lambda n: n is not None),
+    # a clustering's score: the cluster number, compared for equality
+    st.builds(
+        lambda n: {"score": "churn", "op": "eq", "value": n}, st.sampled_from([0, 1, 2, 0.5])
+    ),
+    st.builds(
+        lambda ns: {"score": "churn", "op": "in", "value": ns},
+        st.lists(st.integers(0, 2), min_size=1, max_size=3),
+    ),
     st.builds(
         lambda c: {"consent": c}, st.sampled_from(["analytics", "marketing", "personalization"])
     ),
