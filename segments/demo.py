@@ -97,3 +97,53 @@ def demo_segments_ensure(*, actor: str = "system") -> list[Segment]:
         if not Segment.objects.filter(slug=spec["slug"]).exists():
             made.append(segment_save(segment=Segment(**spec), actor=actor))
     return made
+
+
+def demo_models_ensure() -> list[str]:
+    """A behavioral clustering and a purchase-propensity model, fitted on the demo data
+    (what they found, in one line each; a model the data cannot support says why)."""
+    from django.utils import timezone
+
+    from segments.ml.clustering import ClusteringFailed
+    from segments.ml.predictive import TrainingFailed
+    from segments.ml.services import clustering_run_execute, predictor_train_execute
+    from segments.models import Clustering, Predictor
+
+    lines: list[str] = []
+    clustering, _ = Clustering.objects.get_or_create(
+        key="behavior",
+        defaults={"name": "Shopping behaviour", "k_min": 2, "k_max": 6, "lookback_days": 60},
+    )
+    if not clustering.runs.filter(status="done").exists():
+        try:
+            run = clustering_run_execute(clustering=clustering, requested_by="system:demo")
+            lines.append(
+                f"clustering {clustering.key}: {run.k} clusters ("
+                + "; ".join(x["label"] for x in run.clusters)
+                + ")"
+            )
+        except ClusteringFailed as exc:
+            lines.append(f"clustering {clustering.key}: {exc}")
+    predictor, _ = Predictor.objects.get_or_create(
+        key="purchase-propensity",
+        defaults={
+            "name": "Buys in the next 7 days",
+            "target": Predictor.Target.PURCHASE,
+            "horizon_days": 7,
+            "lookback_days": 60,
+            "algorithm": Predictor.Algorithm.LOGISTIC_REGRESSION,
+            "threshold": 0.5,
+        },
+    )
+    if not predictor.versions.filter(status="done").exists():
+        now = timezone.now()
+        try:
+            version = predictor_train_execute(
+                predictor=predictor, requested_by="system:demo", now=now
+            )
+            lines.append(
+                f"model {predictor.key}: held-out AUC {version.metrics['holdout_auc']:.2f}"
+            )
+        except TrainingFailed as exc:
+            lines.append(f"model {predictor.key}: {exc}")
+    return lines

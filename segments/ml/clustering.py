@@ -104,7 +104,7 @@ def _fit_once(Z: np.ndarray, k: int, config: ClusteringConfig, seed: int) -> np.
     elif algo == "dbscan":
         labels = DBSCAN(eps=config.eps, min_samples=config.min_samples).fit_predict(sample)
     else:
-        labels = HDBSCAN(min_cluster_size=max(2, config.min_samples)).fit_predict(sample)
+        labels = HDBSCAN(min_cluster_size=max(2, config.min_samples), copy=True).fit_predict(sample)
     if (labels >= 0).sum() == 0 or len(set(labels[labels >= 0].tolist())) < 1:
         raise ClusteringFailed("no dense cluster found: lower eps or min_samples")
     return _means(sample, labels)
@@ -208,7 +208,7 @@ def _noise_share(F: np.ndarray, config: ClusteringConfig) -> float:
     if config.algorithm == "dbscan":
         labels = DBSCAN(eps=config.eps, min_samples=config.min_samples).fit_predict(sample)
     else:
-        labels = HDBSCAN(min_cluster_size=max(2, config.min_samples)).fit_predict(sample)
+        labels = HDBSCAN(min_cluster_size=max(2, config.min_samples), copy=True).fit_predict(sample)
     return float((labels < 0).mean())
 
 
@@ -310,7 +310,9 @@ def match_clusters(
                 overlap >= 0.5 * new_sizes[r] or overlap >= 0.5 * max(old_sizes[c], 1)
             ):
                 mapping[int(r)] = old_numbers[c]
-    used = set(mapping.values()) | set(taken)
+    # never hand out a number an earlier cluster had: a rule aimed at it must not
+    # silently start targeting someone else
+    used = set(mapping.values()) | set(taken) | set(old_numbers)
     nxt = 1
     for r in range(k):
         if r not in mapping:

@@ -287,7 +287,7 @@ def _clustering_fit(run: ClusteringRun, c: Clustering, job: _Job, now: datetime)
         for s in Segment.objects.filter(slug__startswith=prefix).values_list("slug", flat=True)
         if s[len(prefix) :].isdigit()
     }
-    mapping = cl.match_clusters(prev, result.labels, result.k, taken=taken - set(prev.tolist()))
+    mapping = cl.match_clusters(prev, result.labels, result.k, taken=taken)
     numbers = np.array([mapping[int(i)] for i in result.labels], dtype=np.float64)
     # Labels compare centroids with the population in feature units (clipped values,
     # so one extreme spender does not make everyone else "low spend").
@@ -357,7 +357,7 @@ def _clustering_fit(run: ClusteringRun, c: Clustering, job: _Job, now: datetime)
         run.duration_ms = job.finish()
         run.step = "done"
         run.save()
-    _models_cache_reset()
+    models_cache_reset()
     job("recomputing cluster segments", 0, len(slugs))
     from segments.services import segments_recompute_all
 
@@ -583,7 +583,7 @@ def _predictor_fit(version: PredictorVersion, job: _Job, now: datetime) -> bool:
         version.duration_ms = job.finish()
         version.step = "done"
         version.save()
-    _models_cache_reset()
+    models_cache_reset()
     return promote
 
 
@@ -669,9 +669,11 @@ def ml_retrain_due(*, now: datetime | None = None) -> dict[str, int]:
 _CURRENT: tuple[float, list[Any]] | None = None
 
 
-def _models_cache_reset() -> None:
+def models_cache_reset() -> None:
+    """Forget the in-process caches of current models (after a run; tests)."""
     global _CURRENT
     _CURRENT = None
+    _MODELS.clear()
 
 
 def _current_models() -> list[Any]:

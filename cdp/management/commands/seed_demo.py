@@ -15,7 +15,7 @@ from tqdm import tqdm
 from experiments.demo import demo_experiments_ensure
 from profiles.demo import demo_data_load, demo_source_ensure
 from rules.demo import demo_rules_ensure
-from segments.demo import demo_segments_ensure
+from segments.demo import demo_models_ensure, demo_segments_ensure
 from segments.services import segments_recompute_all
 
 
@@ -51,6 +51,8 @@ class Command(BaseCommand):
         demo_segments_ensure()
         for point in segments_recompute_all():
             self.stdout.write(f"segment {point.segment.slug}: {point.size} members")
+        for line in demo_models_ensure():
+            self.stdout.write(line)
         slots, rules = demo_rules_ensure()
         self.stdout.write(f"demo personalization: {len(slots)} new slots, {len(rules)} new rules")
         experiments = demo_experiments_ensure(now=timezone.now())

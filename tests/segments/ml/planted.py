@@ -116,17 +116,17 @@ def planted_churn(
     seed: int = 2,
 ) -> dict[uuid.UUID, int]:
     """Histories before the cutoff (now - horizon) and activity after it. The planted
-    driver: profiles active on many distinct days before the cutoff mostly come back,
-    those active on few mostly do not. Returns who churned (1: no event after the cutoff)."""
+    driver: profiles who added to cart before the cutoff mostly come back, the others
+    mostly do not; visits, pages and days look alike in both. Returns who churned
+    (1: no event in the horizon)."""
     rng = random.Random(seed)
     cutoff = now - timedelta(days=horizon_days)
     churned: dict[uuid.UUID, int] = {}
     events: list[Event] = []
     for _ in range(profiles):
         p = Profile.objects.create()
-        loyal = rng.random() < 0.5
-        days = rng.randint(6, 12) if loyal else rng.randint(1, 2)
-        for d in rng.sample(range(1, 60), days):
+        carts = rng.random() < 0.5
+        for d in rng.sample(range(1, 60), rng.randint(2, 6)):
             start = cutoff - timedelta(days=d, hours=rng.uniform(0, 10))
             events += _visit(
                 rng,
@@ -136,8 +136,9 @@ def planted_churn(
                 pages=rng.randint(1, 4),
                 gap_seconds=40,
                 category=rng.choice(["shoes", "bags"]),
+                cart=carts and rng.random() < 0.7,
             )
-        comes_back = rng.random() < (0.85 if loyal else 0.15)
+        comes_back = rng.random() < (0.9 if carts else 0.1)
         churned[p.pk] = 0 if comes_back else 1
         if comes_back:
             start = cutoff + timedelta(days=rng.uniform(0.5, horizon_days - 1))
