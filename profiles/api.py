@@ -159,6 +159,24 @@ ProfileOutput = inline_serializer(
             many=True,
         ),
         "merged_from": serializers.ListField(child=serializers.UUIDField()),
+        "segments": inline_serializer(
+            "ProfileSegment",
+            {
+                "slug": serializers.CharField(),
+                "name": serializers.CharField(),
+                "since": serializers.DateTimeField(),
+            },
+            many=True,
+        ),
+        "scores": inline_serializer(
+            "ProfileModelScore",
+            {
+                "model": serializers.CharField(),
+                "score": serializers.FloatField(),
+                "computed_at": serializers.DateTimeField(),
+            },
+            many=True,
+        ),
         "created_at": serializers.DateTimeField(),
     },
 )

@@ -140,6 +140,7 @@ def profile_detail(*, profile: Profile) -> dict[str, Any]:
         "identities": identities,
         "merged_from": [str(m) for m in profile.merges.values_list("other_id", flat=True)],
         "segments": _segments_of(profile),
+        "scores": _scores_of(profile),
         "created_at": profile.created_at,
     }
 
@@ -155,6 +156,15 @@ def _segments_of(profile: Profile) -> list[dict[str, Any]]:
         .order_by("segment__slug")
     )
     return [{"slug": m.segment.slug, "name": m.segment.name, "since": m.since} for m in rows]
+
+
+def _scores_of(profile: Profile) -> list[dict[str, Any]]:
+    """Model scores: predictors' probabilities, clusterings' cluster numbers."""
+    from django.apps import apps
+
+    score = apps.get_model("segments", "ProfileScore")
+    rows = score.objects.filter(profile=profile).order_by("model")
+    return [{"model": r.model, "score": r.score, "computed_at": r.computed_at} for r in rows]
 
 
 def profile_events_recent(*, profile: Profile, limit: int = 50) -> list[Event]:

@@ -184,3 +184,19 @@ def test_too_few_outcomes_fail_with_a_reason(source):
     with pytest.raises(predictive.TrainingFailed, match="at least 10 of each"):
         services.predictor_train_execute(predictor=_predictor(), now=now)
     assert PredictorVersion.objects.get().status == "failed"
+
+
+def test_the_profile_api_lists_the_scores(churn, secret_client):
+    now, _ = churn
+    services.predictor_train_execute(predictor=_predictor(), now=now)
+    row = ProfileScore.objects.filter(model="churn").first()
+    assert row is not None
+    response = secret_client.get(f"/api/v1/profiles/{row.profile_id}")
+    assert response.status_code == 200
+    assert response.json()["scores"] == [
+        {
+            "model": "churn",
+            "score": row.score,
+            "computed_at": response.json()["scores"][0]["computed_at"],
+        }
+    ]
