@@ -17,24 +17,28 @@ from functools import partial
 from html import escape
 from typing import Any
 
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies. The control is
-# the neutral grey, treatments take the colours in order.
+from cdp.charts import (
+    PALETTE,
+    Scale,
+    domain,
+    legend_layout,
+    message,
+    number,
+    polyline_points,
+    short,
+    svg_open,
+    x_axis,
+    y_grid,
+    y_title,
+)
+
+# The control is the neutral grey, treatments take the palette's colours in order.
 CONTROL_COLOR = "#555555"
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442")
-FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
-MAX_LABEL = 22
 
 
 def color_of(index: int) -> str:
     """The colour of the variant at this index (0 is the control) in every chart."""
     return CONTROL_COLOR if index == 0 else PALETTE[(index - 1) % len(PALETTE)]
-
-
-def number(value: Any) -> float | None:
-    """A finite float, or None for anything else (null, NaN, ±inf, a string…)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def interval(value: Any) -> tuple[float | None, float | None]:
@@ -68,105 +72,13 @@ def label_of(key: str, index: int) -> str:
     return key if index or "control" in key.lower() else f"{key} (control)"
 
 
-def _short(label: str) -> str:
-    return label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
-
-
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values covering [low, high] (steps of 1, 2 or 5 × 10^k)."""
-    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
-        return [low] if math.isfinite(low) else []
-    raw = (high - low) / max(count, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(low / step - 1e-9) * step
-    ticks = []
-    tick = first
-    while tick <= high + step * 1e-9:
-        ticks.append(0.0 if abs(tick) < step * 1e-9 else tick)
-        tick += step
-    return ticks
-
-
-def _tick_label(value: float, kind: str, step: float) -> str:
-    if kind == "conversion":
-        pct = value * 100
-        decimals = max(0, -math.floor(math.log10(step * 100))) if step > 0 else 0
-        return f"{pct:.{min(decimals, 3)}f}%"
-    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
-    return f"{value:,.{min(decimals, 4)}f}"
-
-
 def _svg_open(width: int, height: int, label: str, chart: str) -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="experiment-chart" '
-        f'data-chart="{chart}" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}" {FONT} '
-        f'style="background:#fff;border:1px solid #ddd;max-width:100%;height:auto">'
-        f"<title>{escape(label)}</title>"
-    )
-
-
-def _message(x: float, y: float, text: str) -> str:
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" font-size="13" fill="#777" '
-        f'text-anchor="middle">{escape(text)}</text>'
-    )
-
-
-@dataclass(frozen=True)
-class _Scale:
-    low: float
-    high: float
-    start: float  # pixels
-    end: float
-
-    def __call__(self, value: float) -> float:
-        span = self.high - self.low
-        share = (value - self.low) / span if span else 0.5
-        return self.start + share * (self.end - self.start)
+    return svg_open(width, height, label, chart, css_class="experiment-chart")
 
 
 def _domain(values: Sequence[float], kind: str, floor_zero: bool) -> tuple[float, float]:
-    if not values:
-        return 0.0, 1.0
-    low, high = min(values), max(values)
-    if floor_zero and low >= 0:
-        low = 0.0
-    if high - low < 1e-12:
-        pad = abs(high) * 0.1 or (0.01 if kind == "conversion" else 1.0)
-        low, high = low - pad, high + pad
-        if floor_zero and low < 0 <= min(values):
-            low = 0.0
-    else:
-        pad = (high - low) * 0.05
-        low = low if floor_zero and low == 0 else low - pad
-        high += pad
-    if kind == "conversion":
-        # rates and their intervals live in [0, 1]
-        low, high = max(low, 0.0), min(high, 1.0)
-    return low, high
-
-
-def _x_axis(scale: _Scale, y: float, kind: str, label: str) -> str:
-    ticks = nice_ticks(scale.low, scale.high)
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else abs(scale.high - scale.low) or 1.0
-    parts = [
-        f'<line x1="{scale.start:.1f}" y1="{y:.1f}" x2="{scale.end:.1f}" y2="{y:.1f}" '
-        'stroke="#999"/>'
-    ]
-    for t in ticks:
-        x = scale(t)
-        parts.append(
-            f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x:.1f}" y2="{y + 4:.1f}" stroke="#999"/>'
-            f'<text x="{x:.1f}" y="{y + 16:.1f}" font-size="11" fill="#555" '
-            f'text-anchor="middle">{escape(_tick_label(t, kind, step))}</text>'
-        )
-    parts.append(
-        f'<text x="{(scale.start + scale.end) / 2:.1f}" y="{y + 34:.1f}" font-size="12" '
-        f'fill="#333" text-anchor="middle">{escape(label)}</text>'
-    )
-    return "".join(parts)
+    # rates and their intervals live in [0, 1]
+    return domain(values, floor_zero=floor_zero, unit_interval=kind == "conversion")
 
 
 def interval_chart(
@@ -192,9 +104,16 @@ def interval_chart(
         v = number(r.get(field))
         lo, hi = interval(r.get("ci"))
         values += [x for x in (v, lo, hi) if x is not None]
-    scale = _Scale(*_domain(values, kind, floor_zero=False), start=left, end=width - right)
+    scale = Scale(*_domain(values, kind, floor_zero=False), start=left, end=width - right)
     axis_y = top + row_h * max(len(rows), 1) + 4
-    out.append(_x_axis(scale, axis_y, kind, f"{metric_label} ({confidence:.0%} interval)"))
+    out.append(
+        x_axis(
+            scale,
+            axis_y,
+            f"{metric_label} ({confidence:.0%} interval)",
+            percent=kind == "conversion",
+        )
+    )
     control = number(rows[0].get(field)) if rows else None
     if control is not None:
         x = scale(control)
@@ -204,12 +123,12 @@ def interval_chart(
             f"<title>control: {escape(format_value(control, kind))}</title></line>"
         )
     if not rows:
-        out.append(_message(width / 2, top + row_h / 2 + 4, "No variants"))
+        out.append(message(width / 2, top + row_h / 2 + 4, "No variants"))
     for i, r in enumerate(rows):
         key = str(r.get("key", ""))
         y = top + row_h * i + row_h / 2
         color = color_of(i)
-        name = label_of(_short(key), i)
+        name = label_of(short(key), i)
         weight = ' font-weight="bold"' if i == 0 else ""
         v = number(r.get(field))
         lo, hi = interval(r.get("ci"))
@@ -265,7 +184,8 @@ def series_chart(
 
     `series`: the payload's points (`day`, `variants` → key → {`n`, `value`, `ci`})."""
     width, left, right, top = 680, 70, 24, 16
-    legend, rows = _legend_layout(keys, start=left, end=width - right)
+    names = [label_of(short(key), i) for i, key in enumerate(keys)]
+    places, rows = legend_layout(names, start=left, end=width - right)
     bottom = 66 + 16 * rows
     height = 216 + bottom
     label = f"Cumulative {metric_label.lower()} by exposure day"
@@ -284,30 +204,21 @@ def series_chart(
         if (v := number((by.get(k) or {}).get("value"))) is not None
     ]
     plot_bottom = height - bottom
-    y_scale = _Scale(*_domain(values, kind, floor_zero=True), start=plot_bottom, end=top)
+    y_scale = Scale(*_domain(values, kind, floor_zero=True), start=plot_bottom, end=top)
     if points:
         first, last = points[0][0].toordinal(), points[-1][0].toordinal()
     else:
         first = last = 0
-    x_scale = _Scale(float(first), float(last), start=left + 10, end=width - right - 10)
+    x_scale = Scale(float(first), float(last), start=left + 10, end=width - right - 10)
 
     # the y axis: grid lines with their labels, and its title
-    ticks = nice_ticks(y_scale.low, y_scale.high)
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
-    for t in ticks:
-        y = y_scale(t)
-        out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#eee"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" fill="#555" '
-            f'text-anchor="end">{escape(_tick_label(t, kind, step))}</text>'
-        )
+    out.append(y_grid(y_scale, left, width - right, percent=kind == "conversion"))
     mid = (top + plot_bottom) / 2
     out.append(
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{plot_bottom}" stroke="#999"/>'
         f'<line x1="{left}" y1="{plot_bottom}" x2="{width - right}" y2="{plot_bottom}" stroke="#999"/>'
-        f'<text x="14" y="{mid:.1f}" font-size="12" fill="#333" text-anchor="middle" '
-        f'transform="rotate(-90 14 {mid:.1f})">{escape("cumulative " + metric_label.lower())}</text>'
-        f'<text x="{(left + width - right) / 2:.1f}" y="{plot_bottom + 34}" font-size="12" '
+        + y_title(14, mid, "cumulative " + metric_label.lower())
+        + f'<text x="{(left + width - right) / 2:.1f}" y="{plot_bottom + 34}" font-size="12" '
         f'fill="#333" text-anchor="middle">exposure day (users counted from the day they '
         "first saw the experiment)</text>"
     )
@@ -323,7 +234,7 @@ def series_chart(
                 f'text-anchor="middle">{day:%b %d}</text>'
             )
     if not values:
-        out.append(_message((left + width - right) / 2, mid, "No data yet"))
+        out.append(message((left + width - right) / 2, mid, "No data yet"))
     # one line per variant, broken where a day has no value
     for i, key in enumerate(keys):
         color = color_of(i)
@@ -346,13 +257,13 @@ def series_chart(
                 f"{escape(format_value(v, kind))}{users}</title></circle>"
             )
         lines = "".join(
-            f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{_points(run)}"/>'
+            f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{polyline_points(run)}"/>'
             for run in runs
             if len(run) > 1
         )
         out.append(f'<g class="variant" data-variant="{escape(key)}">{lines}{"".join(dots)}</g>')
     # the legend, under the axis title: a swatch and the key per variant
-    for i, (key, name, x, row) in enumerate(legend):
+    for i, (key, name, (x, row)) in enumerate(zip(keys, names, places, strict=True)):
         y = plot_bottom + 58 + 16 * row
         out.append(
             f'<g class="legend"><title>{escape(key)}</title>'
@@ -361,26 +272,6 @@ def series_chart(
         )
     out.append("</svg>")
     return "".join(out)
-
-
-def _legend_layout(
-    keys: Sequence[str], *, start: int, end: int
-) -> tuple[list[tuple[str, str, int, int]], int]:
-    """(key, label, x, row) per variant, wrapping so no entry passes `end` (an entry is
-    a swatch and its label at about 7 px a character); and the number of rows."""
-    out, x, row = [], start, 0
-    for i, key in enumerate(keys):
-        name = label_of(_short(key), i)
-        wide = 30 + 7 * len(name)
-        if x > start and x + wide > end:
-            x, row = start, row + 1
-        out.append((key, name, x, row))
-        x += wide
-    return out, row + 1
-
-
-def _points(run: Sequence[tuple[float, float]]) -> str:
-    return " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
 
 
 # --- the results page's tables and CSV (also pure: the payload in, cells and rows out) -----
