@@ -5,6 +5,7 @@
     python benchmarks/run.py segments [--profiles 1000000] [--events 10000000] [--reuse]
     python benchmarks/run.py decide [--profiles 100000] [--duration 20] [--hot 10000]
     python benchmarks/run.py experiments [--exposures 1000000] [--events 10000000] [--reuse]
+    python benchmarks/run.py ml [--profiles 100000] [--score-profiles 1000000] [--repeats 2] [--reuse]
 
 Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/cdp_bench; the
 database is dropped and recreated) and wrk (Debian package `wrk`). The servers and wrk
@@ -426,7 +427,24 @@ def main() -> None:
     exp.add_argument("--events", type=int, default=10_000_000)
     exp.add_argument("--repeats", type=int, default=5)
     exp.add_argument("--reuse", action="store_true", help="keep the generated database")
+    ml = sub.add_parser("ml")
+    ml.add_argument("--profiles", type=int, default=100_000)
+    ml.add_argument("--score-profiles", type=int, default=1_000_000)
+    ml.add_argument("--repeats", type=int, default=2)
+    ml.add_argument("--reuse", action="store_true", help="keep the generated databases")
+    ml.add_argument("--skip-score", action="store_true", help="no 1M-profile scoring database")
     args = parser.parse_args()
+    if args.bench == "ml":
+        from benchmarks.ml_bench import main as ml_main
+
+        ml_main(
+            args.profiles,
+            args.score_profiles,
+            args.repeats,
+            reuse=args.reuse,
+            skip_score=args.skip_score,
+        )
+        return
     if args.bench == "experiments":
         from benchmarks.experiments_bench import main as experiments_main
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +21,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from cdp.audit import audit_record
 from profiles.models import Event
@@ -197,6 +201,11 @@ def clustering_check(clustering: Clustering) -> None:
         raise ValidationFailed(
             f"features: unknown feature(s) {', '.join(map(str, unknown))}",
             details={"features": [f"unknown: {', '.join(map(str, unknown))}"]},
+        )
+    if Predictor.objects.filter(key=clustering.key).exists():
+        raise ValidationFailed(
+            f"key: {clustering.key} is a predictor's score",
+            details={"key": [f"{clustering.key} is already a predictor's score"]},
         )
     if clustering.k_min < 2 or clustering.k_max < clustering.k_min:
         raise ValidationFailed(
@@ -408,6 +417,7 @@ def _cluster_segments_sync(
 
 
 def predictor_check(predictor: Predictor) -> None:
+    """Reject a definition that cannot train, naming the field."""
     from cdp.errors import ValidationFailed
 
     if predictor.target == Predictor.Target.EVENT and not predictor.target_event:
@@ -587,6 +597,52 @@ def _predictor_fit(version: PredictorVersion, job: _Job, now: datetime) -> bool:
     return promote
 
 
+def _chunks_read_ahead(spec: FeatureSpec) -> Generator[FeatureChunk, None, None]:
+    """feature_chunks(spec), with the next chunk's query running on a second connection
+    (a thread) while the caller predicts and writes the current one. Only on PostgreSQL
+    outside a transaction (another connection sees committed rows only); plain
+    feature_chunks otherwise. At most two chunks wait in memory."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield from feature_chunks(spec)
+        return
+    out: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for part in feature_chunks(spec):
+                if not put(("chunk", part)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=produce, name="ml-score-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = out.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def predictor_score(
     *, predictor: Predictor, now: datetime | None = None, progress: Progress | None = None
 ) -> int:
@@ -608,15 +664,19 @@ def predictor_score(
     from segments.ml.features import CHUNK_PROFILES
 
     job("scoring", 0, total)
-    for part in feature_chunks(spec):
-        scored += scores_write(
-            model=predictor.key,
-            profile_ids=part.ids,
-            values=pr.scores_of(model, part.X).tolist(),
-            at=at,
-        )
-        seen = min(total, seen + CHUNK_PROFILES)
-        job("scoring", seen, total)
+    # One OpenMP thread for the model: a 20k-row predict takes ~0.1 s on one, and two
+    # threads spinning against PostgreSQL and the read-ahead on two cores took 0.3-1.5 s
+    # (docs/benchmarks.md, "Clustering and predictive models").
+    with closing(_chunks_read_ahead(spec)) as parts, threadpool_limits(1, user_api="openmp"):
+        for part in parts:
+            scored += scores_write(
+                model=predictor.key,
+                profile_ids=part.ids,
+                values=pr.scores_of(model, part.X).tolist(),
+                at=at,
+            )
+            seen = min(total, seen + CHUNK_PROFILES)
+            job("scoring", seen, total)
     scores_prune(model=predictor.key, before=at)
     PredictorVersion.objects.filter(pk=version.pk).update(
         scored_at=at, scored_profiles=scored, step="scored"
