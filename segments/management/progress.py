@@ -1,11 +1,25 @@
-"""A progress bar for the ML commands, fed by a run's progress hook (step, done, total)."""
+"""What the ML commands share: choosing the named definitions, and a progress bar fed by
+a run's progress hook (step, done, total)."""
 
 from __future__ import annotations
 
 from types import TracebackType
 from typing import Any, TextIO
 
+from django.core.management.base import CommandError
+from django.db.models import QuerySet
 from tqdm import tqdm
+
+
+def active_named(qs: QuerySet[Any], keys: list[str], what: str) -> QuerySet[Any]:
+    """The active definitions (all, or those named by key); an unknown name is an error."""
+    qs = qs.filter(active=True)
+    if not keys:
+        return qs
+    unknown = sorted(set(keys) - set(qs.filter(key__in=keys).values_list("key", flat=True)))
+    if unknown:
+        raise CommandError(f"no active {what}(s): {', '.join(unknown)}")
+    return qs.filter(key__in=keys)
 
 
 class ProgressBar:

@@ -12,10 +12,9 @@ One query per chunk of profiles (a range of profile ids, read through the
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -340,31 +339,26 @@ def _query(spec: FeatureSpec, where: str, profile_params: list[Any]) -> FeatureC
 
 
 def features_matrix(
-    spec: FeatureSpec, *, profile_ids: Sequence[uuid.UUID] | None = None
+    spec: FeatureSpec,
+    *,
+    profile_ids: Sequence[uuid.UUID] | None = None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> FeatureChunk:
-    """All the features at once (training and clustering populations fit in memory)."""
+    """All the features at once (training and clustering populations fit in memory);
+    `progress(done, total)` after each chunk of the whole population."""
+    total = live_profiles() if progress and profile_ids is None else 0
     ids: list[uuid.UUID] = []
     parts: list[np.ndarray] = []
+    if progress:
+        progress(0, total)
     for part in feature_chunks(spec, profile_ids=profile_ids):
         ids += part.ids
         parts.append(part.X)
+        if progress:
+            progress(min(total, len(parts) * CHUNK_PROFILES), total)
     X = np.vstack(parts) if parts else np.zeros((0, len(spec.names)))
     return FeatureChunk(ids=ids, X=X, names=spec.names)
 
 
-def profiles_in_window(spec: FeatureSpec) -> int:
-    """How many live profiles have events in the window (progress totals)."""
-    return int(
-        Event.objects.filter(is_bot=False, timestamp__gte=spec.since, timestamp__lt=spec.as_of)
-        .values("profile_id")
-        .distinct()
-        .count()
-    )
-
-
 def live_profiles() -> int:
     return Profile.objects.filter(merged_into__isnull=True).count()
-
-
-def finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None

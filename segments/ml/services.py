@@ -93,24 +93,6 @@ class _Job:
         return ms
 
 
-def _features(spec: FeatureSpec, job: _Job, label: str) -> FeatureChunk:
-    """All the window's profiles' features, with progress by chunk."""
-    total = live_profiles()
-    ids: list[uuid.UUID] = []
-    parts: list[np.ndarray] = []
-    seen = 0
-    from segments.ml.features import CHUNK_PROFILES
-
-    job(label, 0, total)
-    for part in feature_chunks(spec):
-        ids += part.ids
-        parts.append(part.X)
-        seen = min(total, seen + CHUNK_PROFILES)
-        job(label, seen, total)
-    X = np.vstack(parts) if parts else np.zeros((0, len(spec.names)))
-    return FeatureChunk(ids=ids, X=X, names=spec.names)
-
-
 # --- Scores ------------------------------------------------------------------------------
 
 
@@ -258,7 +240,7 @@ def clustering_run_execute(
 
 def _clustering_fit(run: ClusteringRun, c: Clustering, job: _Job, now: datetime) -> None:
     spec = _clustering_spec(c, now)
-    data = _features(spec, job, "building features")
+    data = features_matrix(spec, progress=lambda d, t: job("building features", d, t))
     cols = _selected(data.names, c.features)
     names = [data.names[i] for i in cols]
     X = data.X[:, cols]
@@ -532,7 +514,8 @@ def _predictor_fit(version: PredictorVersion, job: _Job, now: datetime) -> bool:
         lookback_days=p.lookback_days,
         categories=top_categories(as_of=cutoff, lookback_days=p.lookback_days),
     )
-    data = _features(spec, job, f"building features as of {cutoff:%Y-%m-%d}")
+    label = f"building features as of {cutoff:%Y-%m-%d}"
+    data = features_matrix(spec, progress=lambda d, t: job(label, d, t))
     job("reading outcomes", 0, 0)
     y = _targets(p, data.ids, cutoff)
     trained = pr.train(

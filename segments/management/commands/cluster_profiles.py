@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from segments.management.progress import ProgressBar
+from segments.management.progress import ProgressBar, active_named
 from segments.ml.clustering import ClusteringFailed
 from segments.ml.services import clustering_run_execute
 from segments.models import Clustering
@@ -23,13 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("keys", nargs="*", help="only these clusterings (default: all active)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        qs = Clustering.objects.filter(active=True)
-        keys = options["keys"]
-        if keys:
-            unknown = sorted(set(keys) - set(qs.filter(key__in=keys).values_list("key", flat=True)))
-            if unknown:
-                raise CommandError(f"no active clustering(s): {', '.join(unknown)}")
-            qs = qs.filter(key__in=keys)
+        qs = active_named(Clustering.objects.all(), options["keys"], "clustering")
         for clustering in qs:
             with ProgressBar(self.stderr, clustering.key) as bar:
                 try:

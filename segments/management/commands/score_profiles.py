@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from segments.management.progress import ProgressBar
+from segments.management.progress import ProgressBar, active_named
 from segments.ml.services import predictor_score
 from segments.models import Predictor
 
@@ -18,13 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("keys", nargs="*", help="only these predictors (default: all active)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        qs = Predictor.objects.filter(active=True)
-        keys = options["keys"]
-        if keys:
-            unknown = sorted(set(keys) - set(qs.filter(key__in=keys).values_list("key", flat=True)))
-            if unknown:
-                raise CommandError(f"no active predictor(s): {', '.join(unknown)}")
-            qs = qs.filter(key__in=keys)
+        qs = active_named(Predictor.objects.all(), options["keys"], "predictor")
         for predictor in qs:
             if not predictor.versions.filter(is_current=True).exists():
                 raise CommandError(f"{predictor.key}: no trained version yet (run train_model)")

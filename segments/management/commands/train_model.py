@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from segments.management.progress import ProgressBar
+from segments.management.progress import ProgressBar, active_named
 from segments.ml.predictive import TrainingFailed
 from segments.ml.services import predictor_train_execute
 from segments.models import Predictor
@@ -21,13 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-score", action="store_true", help="train only; do not score")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        qs = Predictor.objects.filter(active=True)
-        keys = options["keys"]
-        if keys:
-            unknown = sorted(set(keys) - set(qs.filter(key__in=keys).values_list("key", flat=True)))
-            if unknown:
-                raise CommandError(f"no active predictor(s): {', '.join(unknown)}")
-            qs = qs.filter(key__in=keys)
+        qs = active_named(Predictor.objects.all(), options["keys"], "predictor")
         for predictor in qs:
             with ProgressBar(self.stderr, predictor.key) as bar:
                 try:
