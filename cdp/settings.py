@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "segments",
     "rules",
     "experiments",
+    "recommendations",
 ]
 
 MIDDLEWARE = [
@@ -126,6 +127,12 @@ CELERY_BEAT_SCHEDULE = {
     "rules-decisions-attribute": {"task": "rules.tasks.decisions_attribute", "schedule": 60.0},
     # Re-runs clusterings and retrains predictors when due, and scores every profile.
     "segments-ml-daily": {"task": "segments.tasks.ml_retrain_due", "schedule": 86400.0},
+    "recommendations-catalog": {
+        "task": "recommendations.tasks.reco_catalog_sync",
+        "schedule": 60.0,
+    },
+    # Retrains every recommendation model; the new version is served only if better.
+    "recommendations-train": {"task": "recommendations.tasks.reco_train", "schedule": 86400.0},
     "experiments-results": {
         "task": "experiments.tasks.experiments_results_refresh_all",
         "schedule": 600.0,
@@ -277,6 +284,33 @@ CDP = {
     "ML_SCROLL_EVENTS": env.list(
         "CDP_ML_SCROLL_EVENTS", default=["scroll_depth", "page_scrolled", "Page Scrolled"]
     ),
+    # Recommendations (docs/recommendations.md). Which track events are product views
+    # (cart adds are ML_CART_EVENTS, purchases PURCHASE_EVENTS), and the properties that
+    # name the item, first found wins.
+    "RECO_VIEW_EVENTS": env.list(
+        "CDP_RECO_VIEW_EVENTS", default=["product_viewed", "Product Viewed"]
+    ),
+    "RECO_ITEM_PROPERTIES": env.list(
+        "CDP_RECO_ITEM_PROPERTIES", default=["product_id", "item_id", "sku"]
+    ),
+    # Interaction weights (view, cart add, purchase) and the half-lives of their decay.
+    "RECO_WEIGHTS": (1.0, 3.0, 5.0),
+    "RECO_HALF_LIFE_DAYS": env.float("CDP_RECO_HALF_LIFE_DAYS", default=30.0),
+    "RECO_TRENDING_HALF_LIFE_DAYS": env.float("CDP_RECO_TRENDING_HALF_LIFE_DAYS", default=3.0),
+    # Training reads this much history; a profile's recent items for serving this much.
+    "RECO_LOOKBACK_DAYS": env.int("CDP_RECO_LOOKBACK_DAYS", default=180),
+    "RECO_HISTORY_DAYS": env.int("CDP_RECO_HISTORY_DAYS", default=90),
+    # Items bought this recently are never recommended again.
+    "RECO_EXCLUDE_PURCHASED_DAYS": env.int("CDP_RECO_EXCLUDE_PURCHASED_DAYS", default=365),
+    "RECO_NEIGHBOURS": env.int("CDP_RECO_NEIGHBOURS", default=50),
+    "RECO_HOLDOUT_FRACTION": env.float("CDP_RECO_HOLDOUT_FRACTION", default=0.2),
+    # A new version is served only if its personal recall@10 on its held-out split is at
+    # least the active version's (on that version's split) minus this tolerance.
+    "RECO_PROMOTION_TOLERANCE": env.float("CDP_RECO_PROMOTION_TOLERANCE", default=0.0),
+    # Default diversity weight of the re-ranking (0: by relevance only; 1: spread first).
+    "RECO_DIVERSITY": env.float("CDP_RECO_DIVERSITY", default=0.3),
+    # Web processes re-read the catalog (stock, titles) at most this often.
+    "RECO_CATALOG_TTL_SECONDS": env.int("CDP_RECO_CATALOG_TTL_SECONDS", default=30),
     # A retrained model replaces the current one only if its held-out AUC is at least the
     # current model's on the same held-out profiles, minus this tolerance.
     "ML_PROMOTION_TOLERANCE": env.float("CDP_ML_PROMOTION_TOLERANCE", default=0.0),

@@ -21,6 +21,7 @@ from experiments.api import (
     ExperimentStopApi,
 )
 from profiles.api import EventsApi, ProfileDetailApi, ProfileLookupApi
+from recommendations.api import RecommendationsApi
 from rules.api import DecideApi, RuleDetailApi, RulesApi, SlotDetailApi, SlotsApi
 from segments.api import SegmentDetailApi, SegmentMembersApi, SegmentPreviewApi, SegmentsApi
 
@@ -33,6 +34,7 @@ api_v1 = [
     path("segments/<slug:slug>", SegmentDetailApi.as_view(), name="segment-detail"),
     path("segments/<slug:slug>/members", SegmentMembersApi.as_view(), name="segment-members"),
     path("decide", DecideApi.as_view(), name="decide"),
+    path("recommendations", RecommendationsApi.as_view(), name="recommendations"),
     path("slots", SlotsApi.as_view(), name="slots"),
     path("slots/<slug:key>", SlotDetailApi.as_view(), name="slot-detail"),
     path("rules", RulesApi.as_view(), name="rules"),

@@ -73,7 +73,7 @@ class SlotAdmin(AuditedAdminMixin, admin.ModelAdmin):
     change_list_template = "admin/rules/slot/change_list.html"
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        fields = ["key", "description", "strategy", "control_percent"]
+        fields = ["key", "description", "strategy", "recommendation", "control_percent"]
         return [*fields, "default_variant"] if obj is not None else fields
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:

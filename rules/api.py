@@ -20,6 +20,7 @@ from cdp.errors import NotFound, ValidationFailed
 from cdp.openapi import error_responses
 from profiles import keys
 from profiles.api import ingest_context
+from profiles.ingestion import IngestContext
 from profiles.models import IdentityKind
 from profiles.validation import Id, errors_by_field
 from rules import decide as decider
@@ -45,6 +46,8 @@ class ContextIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     page: str | None = Text
+    item: str | None = Field(default=None, min_length=1, max_length=200)
+    category: str | None = Field(default=None, min_length=1, max_length=200)
     device: Literal["mobile", "tablet", "desktop"] | None = None
     locale: str | None = Field(default=None, min_length=2, max_length=35)
     referrer: str | None = Text
@@ -94,12 +97,39 @@ def context_facts(ctx: ContextIn, *, user_agent: str, now: datetime) -> dict[str
         "weekday": ctx.weekday or WEEKDAYS[local.weekday()],
         "device": ctx.device or (_device(user_agent) if user_agent else None),
     }
-    for name in ("page", "locale", "referrer"):
+    for name in ("page", "item", "category", "locale", "referrer"):
         out[name] = getattr(ctx, name)
     if ctx.utm is not None:
         for name in ("source", "medium", "campaign", "term", "content"):
             out[f"utm_{name}"] = getattr(ctx.utm, name)
     return {k: v for k, v in out.items() if v is not None}
+
+
+def visitor_identity(
+    ctx: IngestContext, user_id: str | None, anonymous_id: str | None, user_hash: str | None
+) -> list[tuple[str, str]]:
+    """The identifiers a request may use, strongest first. Where the source verifies
+    identities, a write key's user_id counts only with a matching user_hash (without
+    one, the anonymous_id answers; with neither, 400)."""
+    identity: list[tuple[str, str]] = []
+    if user_id is not None:
+        if ctx.trusted or not ctx.require_identity_verification:
+            identity.append((IdentityKind.USER_ID.value, user_id))
+        elif user_hash is not None:
+            if not keys.user_hash_valid(ctx.identity_secret, user_id, user_hash):
+                raise ValidationFailed(
+                    "user_hash: does not match user_id",
+                    details={"user_hash": ["does not match user_id"]},
+                )
+            identity.append((IdentityKind.USER_ID.value, user_id))
+        elif anonymous_id is None:
+            raise ValidationFailed(
+                "user_hash: required: this source verifies user_id with user_hash",
+                details={"user_hash": ["required"]},
+            )
+    if anonymous_id is not None:
+        identity.append((IdentityKind.ANONYMOUS_ID.value, anonymous_id))
+    return identity
 
 
 DecideRequest = inline_serializer(
@@ -178,24 +208,7 @@ class DecideApi(APIView):
                 details={"user_id": ["give user_id or anonymous_id (or both)"]},
             )
         ctx = ingest_context(request)
-        identity: list[tuple[str, str]] = []
-        if data.user_id is not None:
-            if ctx.trusted or not ctx.require_identity_verification:
-                identity.append((IdentityKind.USER_ID.value, data.user_id))
-            elif data.user_hash is not None:
-                if not keys.user_hash_valid(ctx.identity_secret, data.user_id, data.user_hash):
-                    raise ValidationFailed(
-                        "user_hash: does not match user_id",
-                        details={"user_hash": ["does not match user_id"]},
-                    )
-                identity.append((IdentityKind.USER_ID.value, data.user_id))
-            elif data.anonymous_id is None:
-                raise ValidationFailed(
-                    "user_hash: required: this source verifies user_id with user_hash",
-                    details={"user_hash": ["required"]},
-                )
-        if data.anonymous_id is not None:
-            identity.append((IdentityKind.ANONYMOUS_ID.value, data.anonymous_id))
+        identity = visitor_identity(ctx, data.user_id, data.anonymous_id, data.user_hash)
         slots = list(dict.fromkeys(data.slots))
         flags = list(dict.fromkeys(data.flags))
         context = context_facts(
@@ -290,8 +303,12 @@ def _variant_fields(content: dict[str, Any]) -> dict[str, Any]:
 class SlotSerializer(serializers.Serializer):
     key = serializers.SlugField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    strategy = serializers.ChoiceField(
-        choices=["first_match", "score_sorted", "random"], default="first_match"
+    strategy = serializers.ChoiceField(choices=Strategy.values, default="first_match")
+    recommendation = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text='Recommendations slots: {"strategy", "limit", "diversity", "per_category", '
+        '"same_category"} (docs/recommendations.md).',
     )
     control_percent = serializers.FloatField(
         required=False, default=0.0, min_value=0.0, max_value=100.0
@@ -305,6 +322,7 @@ def _slot_out(slot: Slot) -> dict[str, Any]:
         "key": slot.key,
         "description": slot.description,
         "strategy": slot.strategy,
+        "recommendation": slot.recommendation,
         "control_percent": slot.control_percent,
         "default_variant": slot.default_variant.key if slot.default_variant else None,
         "variants": [{"key": v.key, "content": v.content()} for v in slot.variants.all()],
@@ -337,7 +355,7 @@ def _slot_write(request: Request, slot: Slot | None, partial: bool) -> Slot:
         slot = Slot(key=v["key"])
     elif "key" in v and v["key"] != slot.key:
         raise ValidationFailed("key: cannot be changed", details={"key": ["cannot be changed"]})
-    for name in ("description", "strategy", "control_percent"):
+    for name in ("description", "strategy", "control_percent", "recommendation"):
         if name in v and (not partial or name in request.data):
             setattr(slot, name, v[name])
     variants = None
@@ -356,6 +374,7 @@ class SlotOut(serializers.Serializer):
     key = serializers.CharField()
     description = serializers.CharField()
     strategy = serializers.CharField()
+    recommendation = serializers.DictField()
     control_percent = serializers.FloatField()
     default_variant = serializers.CharField(allow_null=True)
     variants = VariantSerializer(many=True)

@@ -322,6 +322,34 @@ def snapshots_warm(*, profile_ids: list[uuid.UUID], now: datetime | None = None)
 # --- Deciding ------------------------------------------------------------------------------
 
 
+def visitor_snapshot(
+    *, identity_keys: list[tuple[str, str]], now: datetime | None = None
+) -> tuple[Visitor, Snapshot | None, RulesConfig]:
+    """The visitor, their snapshot and the configuration, as `/decide` reads them (one
+    MGET when warm; the database when Redis is down): for other endpoints that answer
+    from the same cached profile data (recommendations)."""
+    now = now or timezone.now()
+    visitor = visitor_resolve(keys=identity_keys)
+    wanted = [VERSION_KEY, EPOCH_KEY]
+    if visitor.profile_id is not None:
+        wanted.append(profile_cache_key(visitor.profile_id))
+    got = _cache_call(store().get_many, wanted)
+    if got is None:
+        config, got = _config_for(None), {}
+    else:
+        config = _config_for(str(got.get(VERSION_KEY) or "0"))
+    snapshot = None
+    if visitor.profile_id is not None:
+        snapshot = _snapshot(
+            visitor.profile_id,
+            config,
+            str(got.get(EPOCH_KEY) or "0"),
+            got.get(profile_cache_key(visitor.profile_id)),
+            now,
+        )
+    return visitor, snapshot, config
+
+
 def decide(
     *,
     identity_keys: list[tuple[str, str]],
@@ -377,6 +405,7 @@ def decide(
         caps[key] = int(got.get(key) or 0) if caps_known else 1 << 30
     extra = snapshot.extra if snapshot else {}
     providers = hooks.providers(config.extensions, extra)
+    strategies = hooks.strategies(config.extensions, extra)
     targets = {key: config.slots[key] for key in slots}
     for flag in flags:
         targets[flag_slot_key(flag)] = flag_slot(flag)
@@ -389,6 +418,7 @@ def decide(
             personalization=personalization,
             caps=caps,
             providers=providers,
+            strategies=strategies,
         )
         for key, target in targets.items()
     }

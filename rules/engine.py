@@ -44,6 +44,8 @@ class CompiledSlot:
     default_variant: str | None
     variants: Mapping[str, Mapping[str, Any]]
     rules: tuple[CompiledRule, ...]  # priority order: higher first, then key
+    # strategy options (a recommendations slot's: which list, how many, diversity)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +82,10 @@ class SlotDecision:
 # A provider may answer for a slot before its rules: running experiments register one
 # (rules.hooks). It gets the slot, the visitor's facts, the time and the visitor's key.
 Provider = Callable[[CompiledSlot, Facts, datetime, str], SlotDecision | None]
+# A slot strategy an extension implements (rules.hooks): it answers a slot of its
+# strategy when no rule matched; the last argument says whether personalization is
+# allowed (without it, a strategy may still answer with something impersonal).
+SlotStrategy = Callable[[CompiledSlot, Facts, datetime, str, bool], SlotDecision | None]
 
 
 def cap_key(visitor: str, rule: CompiledRule, now: datetime) -> str:
@@ -140,10 +146,13 @@ def decide_slot(
     personalization: bool,
     caps: Mapping[str, int],
     providers: Sequence[Provider] = (),
+    strategies: Mapping[str, SlotStrategy] | None = None,
     rng: random.Random | None = None,
 ) -> SlotDecision:
+    strategy = (strategies or {}).get(slot.strategy)
     if not personalization:
-        return default_decision(slot, "no personalization consent")
+        answer = strategy(slot, facts, now, visitor, False) if strategy else None
+        return answer or default_decision(slot, "no personalization consent")
     for provider in providers:
         answer = provider(slot, facts, now, visitor)
         if answer is not None:
@@ -165,13 +174,18 @@ def decide_slot(
             continue
         if evaluate(rule.condition, facts, now):
             matching.append(rule)
-            if slot.strategy == "first_match":
-                break
+            if slot.strategy not in ("score_sorted", "random"):
+                break  # first match (a strategy's slot tries its rules first-match too)
     if not matching:
         tried = sum(1 for r in slot.rules if r.live_at(now))
         why = f"no rule matched ({tried} tried)"
         if skipped:
             why += "; " + "; ".join(skipped)
+        answer = strategy(slot, facts, now, visitor, True) if strategy else None
+        if answer is not None:
+            if slot.rules:
+                answer.reason = f"{why}; {answer.reason}"
+            return answer
         return default_decision(slot, why)
     if slot.strategy == "score_sorted":
         scored = sorted(

@@ -7,9 +7,15 @@ An extension has
   changing what it loads);
 - `profile_data(profile_ids)`: per-profile data kept in the cached snapshot (e.g. sticky
   assignments), read in bulk when snapshots are built;
-- `decide(state, data, slot, facts, now, visitor)`: a SlotDecision, or None to let the
-  slot's rules answer. `data` is this profile's entry of `profile_data` (None for an
-  unknown visitor);
+- `decide(state, data, slot, facts, now, visitor)` (optional): a SlotDecision, or None
+  to let the slot's rules answer. `data` is this profile's entry of `profile_data`
+  (None for an unknown visitor);
+- `strategies` (optional): slot strategies it implements, by name (the recommendations
+  app implements "recommendations"): `fn(state, data, slot, facts, now, visitor,
+  personal)` answers a slot of that strategy when none of its rules matched (and, with
+  `personal` False, for a visitor without personalization consent), or returns None
+  to leave it to the default; `check_options(options)` says what is wrong with a
+  slot's options for those strategies (field → problems);
 - `conditions(state)` (optional): the condition trees it evaluates (experiments'
   audiences), so profile snapshots read the events those trees name;
 - `tag(state, data, visitor)` (optional): an experiment the visitor is in across every
@@ -22,13 +28,13 @@ An extension has
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
 
-from rules.engine import CompiledSlot, Provider, SlotDecision
+from rules.engine import CompiledSlot, Provider, SlotDecision, SlotStrategy
 from segments.conditions import Facts
 
 
@@ -37,7 +43,13 @@ class Extension:
     name: str
     load: Callable[[], Any]
     profile_data: Callable[[list[uuid.UUID]], dict[uuid.UUID, Any]]
-    decide: Callable[[Any, Any, CompiledSlot, Facts, datetime, str], SlotDecision | None]
+    decide: Callable[[Any, Any, CompiledSlot, Facts, datetime, str], SlotDecision | None] | None = (
+        None
+    )
+    strategies: Mapping[
+        str, Callable[[Any, Any, CompiledSlot, Facts, datetime, str, bool], SlotDecision | None]
+    ] = field(default_factory=dict)
+    check_options: Callable[[Mapping[str, Any]], dict[str, list[str]]] | None = None
     tag: Callable[[Any, Any, str], dict[str, str] | None] | None = None
     # the condition trees its decisions evaluate (so snapshots read the events they name)
     conditions: Callable[[Any], Iterable[Any]] | None = None
@@ -59,8 +71,27 @@ def providers(states: dict[str, Any], data: dict[str, Any]) -> list[Provider]:
     return [
         partial(_call, ext, states.get(ext.name), data.get(ext.name))
         for ext in _EXTENSIONS.values()
-        if ext.name in states
+        if ext.name in states and ext.decide is not None
     ]
+
+
+def strategies(states: dict[str, Any], data: dict[str, Any]) -> dict[str, SlotStrategy]:
+    """The slot strategies the extensions implement, bound to their state and one
+    profile's data."""
+    out: dict[str, SlotStrategy] = {}
+    for ext in _EXTENSIONS.values():
+        if ext.name in states:
+            for name, fn in ext.strategies.items():
+                out[name] = partial(fn, states.get(ext.name), data.get(ext.name))
+    return out
+
+
+def strategy_options_problems(strategy: str, options: Mapping[str, Any]) -> dict[str, list[str]]:
+    """What the extension implementing `strategy` finds wrong with a slot's options."""
+    for ext in _EXTENSIONS.values():
+        if strategy in ext.strategies and ext.check_options is not None:
+            return ext.check_options(options)
+    return {}
 
 
 def _call(
@@ -72,6 +103,7 @@ def _call(
     now: datetime,
     visitor: str,
 ) -> SlotDecision | None:
+    assert ext.decide is not None
     return ext.decide(state, data, slot, facts, now, visitor)
 
 

@@ -13,6 +13,7 @@ class Strategy(models.TextChoices):
     FIRST_MATCH = "first_match", "First matching rule by priority"
     SCORE_SORTED = "score_sorted", "Highest score (scoring plans) among matching rules"
     RANDOM = "random", "Random among matching rules (by weight)"
+    RECOMMENDATIONS = "recommendations", "Recommendations (when no rule matches)"
 
 
 class Slot(models.Model):
@@ -35,6 +36,13 @@ class Slot(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text="Shown when no rule matches (and to the control group).",
+    )
+    recommendation = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Recommendations slots: {"strategy": "personal"|"similar"|"bought_together"|'
+        '"next"|"trending", "limit": 4, "diversity": 0.3, "per_category": 2, '
+        '"same_category": false} (docs/recommendations.md).',
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

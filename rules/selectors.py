@@ -83,6 +83,7 @@ def rules_config_load(*, version: str) -> RulesConfig:
             default_variant=s.default_variant.key if s.default_variant else None,
             variants={v.key: v.content() for v in s.variants.all()},
             rules=tuple(by_slot.get(s.pk, [])),
+            options=dict(s.recommendation or {}),
         )
         for s in slots
     }
@@ -260,6 +261,7 @@ def decision_preview(
             personalization=snap.personalization if snap else config.personalization_default,
             caps={},
             providers=hooks.providers(config.extensions, snap.extra if snap else {}),
+            strategies=hooks.strategies(config.extensions, snap.extra if snap else {}),
         )
         traces = []
         for rule in slot.rules:

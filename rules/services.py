@@ -28,6 +28,7 @@ from cdp.audit import audit_record
 from cdp.errors import Conflict, ValidationFailed
 from profiles.models import Event
 from profiles.privacy import profile_cache_key
+from rules import hooks
 from rules.models import CapPeriod, ContentVariant, Decision, Rule, Slot, Strategy
 from rules.signals import decisions_logged
 from segments.services import condition_check
@@ -89,6 +90,13 @@ def _slot_check(slot: Slot) -> None:
         problems["strategy"] = [f"one of {', '.join(Strategy.values)}"]
     if not 0.0 <= float(slot.control_percent) <= 100.0:
         problems["control_percent"] = ["between 0 and 100"]
+    if not isinstance(slot.recommendation, dict):
+        problems["recommendation"] = ["an object"]
+    elif slot.strategy == Strategy.RECOMMENDATIONS:
+        for name, reasons in hooks.strategy_options_problems(
+            slot.strategy, slot.recommendation
+        ).items():
+            problems[f"recommendation.{name}"] = reasons
     if problems:
         field, reasons = next(iter(problems.items()))
         raise ValidationFailed(f"{field}: must be {reasons[0]}", details=problems)
@@ -164,6 +172,7 @@ def slot_save(
             details={
                 "key": slot.key,
                 "strategy": slot.strategy,
+                "recommendation": slot.recommendation,
                 "control_percent": slot.control_percent,
                 "default_variant": slot.default_variant.key if slot.default_variant else None,
                 "variants": sorted(slot.variants.values_list("key", flat=True)),

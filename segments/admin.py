@@ -26,6 +26,7 @@ from cdp.admin import AuditedAdminMixin
 from cdp.audit import actor_of
 from cdp.charts import number
 from cdp.errors import ValidationFailed
+from cdp.models import JobStatus
 from profiles.selectors import profile_search
 from segments import services
 from segments.compiler import matching_ids
@@ -36,7 +37,6 @@ from segments.ml.features import BASE_FEATURES, DESCRIPTIONS
 from segments.models import (
     Clustering,
     ClusteringRun,
-    JobStatus,
     Predictor,
     PredictorVersion,
     Segment,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from cdp.models import TrackedJob
+
 
 class RefreshPolicy(models.TextChoices):
     REALTIME = "realtime", "Real time (on events) and on schedule"
@@ -139,31 +141,6 @@ class RecomputeRun(models.Model):
 # --- Clustering and predictive models -----------------------------------------------------
 
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    DONE = "done", "Done"
-    FAILED = "failed", "Failed"
-
-
-class MLJob(models.Model):
-    """Progress of a training or clustering run, shown by the admin while a worker runs it."""
-
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    step = models.CharField(max_length=200, blank=True)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    requested_by = models.CharField(max_length=200)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(default=0)
-
-    class Meta:
-        abstract = True
-
-
 class Scaling(models.TextChoices):
     ROBUST = "robust", "Robust (median and IQR)"
     STANDARD = "standard", "Standard (mean and standard deviation)"
@@ -231,7 +208,7 @@ class Clustering(models.Model):
         return self.name
 
 
-class ClusteringRun(MLJob):
+class ClusteringRun(TrackedJob):
     clustering = models.ForeignKey(Clustering, on_delete=models.CASCADE, related_name="runs")
     as_of = models.DateTimeField(null=True, blank=True)
     profiles = models.PositiveIntegerField(default=0)
@@ -315,7 +292,7 @@ class Predictor(models.Model):
         return self.name
 
 
-class PredictorVersion(MLJob):
+class PredictorVersion(TrackedJob):
     predictor = models.ForeignKey(Predictor, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
     algorithm = models.CharField(max_length=20, blank=True)

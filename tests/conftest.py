@@ -17,12 +17,14 @@ from profiles.services import SourceKeys, source_create
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
+    from recommendations import selectors as reco_selectors
     from rules import decide, decisionlog
     from segments.ml.services import models_cache_reset
     from segments.services import realtime_flag_reset
 
     realtime_flag_reset()
     models_cache_reset()
+    reco_selectors.reset()
     decide.reset()
     # Decisions are written by flush() in the test's own thread (and transaction).
     decisionlog.autostart = False

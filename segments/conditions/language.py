@@ -54,6 +54,8 @@ ATTRS = {
 }
 CONTEXT_KEYS = {
     "page",
+    "item",
+    "category",
     "device",
     "hour",
     "weekday",

@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +24,8 @@ from django.utils import timezone
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from cdp.audit import audit_record
+from cdp.jobs import JobProgress, Progress
+from cdp.models import JobStatus
 from profiles.models import Event
 from segments.conditions.language import score_keys
 from segments.ml import clustering as cl
@@ -41,9 +43,7 @@ from segments.ml.transform import Transform, transform_fit
 from segments.models import (
     Clustering,
     ClusteringRun,
-    JobStatus,
     Membership,
-    MLJob,
     Predictor,
     PredictorVersion,
     ProfileScore,
@@ -53,44 +53,6 @@ from segments.models import (
 from segments.signals import scores_changed
 
 logger = logging.getLogger(__name__)
-Progress = Callable[[str, int, int], object]
-
-
-# --- Progress --------------------------------------------------------------------------
-
-
-class _Job:
-    """Writes a run's progress to its row, and calls the caller's progress hook too."""
-
-    def __init__(self, job: MLJob, hook: Progress | None) -> None:
-        self.job, self.hook, self.started = job, hook, time.monotonic()
-        self.manager = type(job)._default_manager
-
-    def __call__(self, step: str, done: int = 0, total: int = 0) -> None:
-        self.manager.filter(pk=self.job.pk).update(step=step[:200], done=done, total=total)
-        self.job.step, self.job.done, self.job.total = step[:200], done, total
-        if self.hook:
-            self.hook(step, done, total)
-
-    def start(self) -> None:
-        self.manager.filter(pk=self.job.pk).update(
-            status=JobStatus.RUNNING, started_at=timezone.now()
-        )
-        self.job.status = JobStatus.RUNNING
-
-    def fail(self, exc: BaseException) -> None:
-        self.job.status = JobStatus.FAILED
-        self.manager.filter(pk=self.job.pk).update(
-            status=JobStatus.FAILED,
-            finished_at=timezone.now(),
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            duration_ms=int((time.monotonic() - self.started) * 1000),
-        )
-
-    def finish(self) -> int:
-        ms = int((time.monotonic() - self.started) * 1000)
-        self.job.status, self.job.duration_ms = JobStatus.DONE, ms
-        return ms
 
 
 # --- Scores ------------------------------------------------------------------------------
@@ -228,7 +190,7 @@ def clustering_run_execute(
         assert clustering is not None
         run = ClusteringRun.objects.create(clustering=clustering, requested_by=requested_by)
     c = run.clustering
-    job = _Job(run, progress)
+    job = JobProgress(run, progress)
     job.start()
     try:
         _clustering_fit(run, c, job, now or timezone.now())
@@ -238,7 +200,7 @@ def clustering_run_execute(
     return run
 
 
-def _clustering_fit(run: ClusteringRun, c: Clustering, job: _Job, now: datetime) -> None:
+def _clustering_fit(run: ClusteringRun, c: Clustering, job: JobProgress, now: datetime) -> None:
     spec = _clustering_spec(c, now)
     data = features_matrix(spec, progress=lambda d, t: job("building features", d, t))
     cols = _selected(data.names, c.features)
@@ -494,7 +456,7 @@ def predictor_train_execute(
     else:
         assert predictor is not None
         version = _new_version(predictor, requested_by)
-    job = _Job(version, progress)
+    job = JobProgress(version, progress)
     job.start()
     try:
         promoted = _predictor_fit(version, job, now or timezone.now())
@@ -506,7 +468,7 @@ def predictor_train_execute(
     return version
 
 
-def _predictor_fit(version: PredictorVersion, job: _Job, now: datetime) -> bool:
+def _predictor_fit(version: PredictorVersion, job: JobProgress, now: datetime) -> bool:
     p = version.predictor
     cutoff = now - timedelta(days=p.horizon_days)
     spec = FeatureSpec(
@@ -640,7 +602,7 @@ def predictor_score(
         lookback_days=predictor.lookback_days,
         categories=tuple(version.categories),
     )
-    job = _Job(version, progress)
+    job = JobProgress(version, progress)
     total = live_profiles()
     at = timezone.now()
     scored = seen = 0

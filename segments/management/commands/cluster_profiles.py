@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from segments.management.progress import ProgressBar, active_named
+from cdp.management.progress import ProgressBar, active_named
 from segments.ml.clustering import ClusteringFailed
 from segments.ml.services import clustering_run_execute
 from segments.models import Clustering

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from segments.management.progress import ProgressBar, active_named
+from cdp.management.progress import ProgressBar, active_named
 from segments.ml.predictive import TrainingFailed
 from segments.ml.services import predictor_train_execute
 from segments.models import Predictor

@@ -17,14 +17,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from cdp.models import AuditEvent
+from cdp.models import AuditEvent, JobStatus
 from segments.ml import charts
 from segments.ml.clustering import ClusteringFailed
 from segments.ml.services import clustering_run_execute, predictor_train_execute
 from segments.models import (
     Clustering,
     ClusteringRun,
-    JobStatus,
     Predictor,
     PredictorVersion,
     ProfileScore,

@@ -1,5 +1,5 @@
-"""What the ML commands share: choosing the named definitions, and a progress bar fed by
-a run's progress hook (step, done, total)."""
+"""What the long-running commands share: choosing the named definitions, and a progress
+bar fed by a run's progress hook (step, done, total; cdp.jobs.Progress)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ def active_named(qs: QuerySet[Any], keys: list[str], what: str) -> QuerySet[Any]
 class ProgressBar:
     """One bar per run; it follows the step being worked on and its done/total."""
 
-    def __init__(self, stream: Any, name: str) -> None:
+    def __init__(self, stream: Any, name: str, unit: str = "profile") -> None:
         self.stream: TextIO = stream
         self.name = name
         self.bar: tqdm[Any] | None = None
         self.step = ""
+        self.unit = unit
 
     def __call__(self, step: str, done: int = 0, total: int = 0) -> None:
         if self.bar is None or step != self.step:
@@ -39,7 +40,7 @@ class ProgressBar:
             self.bar = tqdm(
                 total=total or None,
                 desc=f"{self.name}: {step}",
-                unit="profile",
+                unit=self.unit,
                 file=self.stream,
                 disable=None,
                 leave=False,

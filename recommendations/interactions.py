@@ -1,0 +1,170 @@
+"""Interactions read from the event log: who touched which item, when, and how (viewed,
+added to cart, bought). Bot events are left out.
+
+The item of an event is the first of CDP["RECO_ITEM_PROPERTIES"] present in its
+properties (`product_id` first, as Segment's e-commerce spec names it); a purchase event
+may also list its items in `properties.products` (Segment's "Order Completed"), each
+counted as bought. Rows stream from the database in chunks into compact arrays.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+
+from profiles.models import Event
+from recommendations.algorithms import KIND_CART, KIND_PURCHASE, KIND_VIEW, Interactions
+
+FETCH = 20_000
+MAX_ITEM_ID = 200
+
+
+def event_kinds() -> dict[str, int]:
+    """Event name → kind of interaction (a purchase wins over a cart add over a view)."""
+    out = {name: KIND_VIEW for name in settings.CDP["RECO_VIEW_EVENTS"]}
+    out.update({name: KIND_CART for name in settings.CDP["ML_CART_EVENTS"]})
+    out.update({name: KIND_PURCHASE for name in settings.CDP["PURCHASE_EVENTS"]})
+    return out
+
+
+def _item_expr(pg: bool, column: str, path: str = "") -> str:
+    props = settings.CDP["RECO_ITEM_PROPERTIES"]
+    for p in props:  # names come from settings; keep them to safe identifiers
+        if not p.replace("_", "").isalnum():
+            raise ValueError(f"RECO_ITEM_PROPERTIES: {p!r} is not a plain property name")
+    if pg:
+        return "COALESCE(" + ", ".join(f"{column}->>'{p}'" for p in props) + ")"
+    return "COALESCE(" + ", ".join(f"json_extract({column}, '$.{p}')" for p in props) + ")"
+
+
+def _sql(*, pg: bool, names: list[str], purchases: list[str], where: str) -> str:
+    table = Event._meta.db_table
+    marks = ", ".join(["%s"] * len(names))
+    pmarks = ", ".join(["%s"] * len(purchases)) or "NULL"
+    pid = "e.profile_id::text" if pg else "e.profile_id"
+    direct = (
+        f"SELECT {pid}, e.event, e.timestamp, {_item_expr(pg, 'e.properties')} AS item "
+        f"FROM {table} e WHERE e.event IN ({marks}) AND NOT e.is_bot {where}"
+    )
+    if pg:
+        listed = (
+            f"SELECT {pid}, e.event, e.timestamp, {_item_expr(pg, 'p.value')} AS item "
+            f"FROM {table} e CROSS JOIN LATERAL jsonb_array_elements("
+            f"CASE WHEN jsonb_typeof(e.properties->'products') = 'array' "
+            f"THEN e.properties->'products' ELSE '[]'::jsonb END) p "
+            f"WHERE e.event IN ({pmarks}) AND NOT e.is_bot {where}"
+        )
+    else:
+        listed = (
+            f"SELECT {pid}, e.event, e.timestamp, {_item_expr(pg, 'p.value')} AS item "
+            f"FROM {table} e, json_each(e.properties, '$.products') p "
+            f"WHERE e.event IN ({pmarks}) AND NOT e.is_bot "
+            f"AND json_type(e.properties, '$.products') = 'array' {where}"
+        )
+    return f"{direct} UNION ALL {listed}"
+
+
+def rows(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    profile_ids: Iterable[uuid.UUID] | None = None,
+) -> Iterator[tuple[str, str, datetime, str]]:
+    """(profile id, event name, timestamp, item id) of every interaction in the window
+    (of these profiles, if given), in no particular order."""
+    kinds = event_kinds()
+    names = sorted(kinds)
+    purchases = sorted(n for n, k in kinds.items() if k == KIND_PURCHASE)
+    pg = connection.vendor == "postgresql"
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        clauses.append("AND e.timestamp >= %s")
+        params.append(since)
+    if until is not None:
+        clauses.append("AND e.timestamp < %s")
+        params.append(until)
+    if profile_ids is not None:
+        ids = [str(p) if pg else p.hex for p in profile_ids]
+        if not ids:
+            return
+        clauses.append("AND e.profile_id IN (" + ", ".join(["%s"] * len(ids)) + ")")
+        params.extend(ids)
+    where = " ".join(clauses)
+    sql = _sql(pg=pg, names=names, purchases=purchases, where=where)
+    with connection.cursor() as cur:
+        cur.execute(sql, [*names, *params, *purchases, *params])
+        while True:
+            chunk = cur.fetchmany(FETCH)
+            if not chunk:
+                return
+            for pid, name, ts, item in chunk:
+                if item is None or item == "":
+                    continue
+                if not isinstance(ts, datetime):  # SQLite hands back text
+                    ts = datetime.fromisoformat(str(ts))
+                yield str(pid), name, ts, str(item)[:MAX_ITEM_ID]
+
+
+def interactions_read(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> Interactions:
+    """Every interaction in the window as arrays, items and users coded densely."""
+    kinds = event_kinds()
+    users: dict[str, int] = {}
+    items: dict[str, int] = {}
+    u: np.ndarray = np.empty(1 << 16, np.int32)
+    i: np.ndarray = np.empty(1 << 16, np.int32)
+    t: np.ndarray = np.empty(1 << 16, np.float64)
+    k: np.ndarray = np.empty(1 << 16, np.int8)
+    n = 0
+    for pid, name, ts, item in rows(since=since, until=until):
+        if n == len(u):
+            u, i, t, k = (np.resize(a, 2 * len(a)) for a in (u, i, t, k))
+        u[n] = users.setdefault(pid, len(users))
+        i[n] = items.setdefault(item, len(items))
+        t[n] = ts.timestamp()
+        k[n] = kinds[name]
+        n += 1
+        if progress is not None and n % 100_000 == 0:
+            progress(n)
+    if progress is not None:
+        progress(n)
+    return Interactions(
+        u[:n].copy(), i[:n].copy(), t[:n].copy(), k[:n].copy(), list(users), list(items)
+    )
+
+
+def histories_of(
+    *, profile_ids: list[uuid.UUID], since: datetime, purchased_since: datetime
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Per profile: its recent items newest first as [(item id, kind), …] (at most 50
+    interactions), and every item it bought since `purchased_since`."""
+    out: dict[uuid.UUID, dict[str, Any]] = {}
+    if not profile_ids:
+        return out
+    kinds = event_kinds()
+    start = min(since, purchased_since)
+    seen: dict[str, list[tuple[datetime, str, int]]] = {}
+    for pid, name, ts, item in rows(since=start, profile_ids=profile_ids):
+        seen.setdefault(pid, []).append((ts, item, kinds[name]))
+    by_str = {str(p) if connection.vendor == "postgresql" else p.hex: p for p in profile_ids}
+    by_str.update({str(p): p for p in profile_ids})
+    for key, events in seen.items():
+        profile = by_str.get(key) or uuid.UUID(key)
+        events.sort(key=lambda e: e[0], reverse=True)
+        recent = [(item, kind) for ts, item, kind in events if ts >= since][:50]
+        bought = sorted(
+            {item for ts, item, kind in events if kind == KIND_PURCHASE and ts >= purchased_since}
+        )
+        out[profile] = {"recent": recent, "purchased": bought}
+    return out
