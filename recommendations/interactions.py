@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -109,6 +109,8 @@ def rows(
                     continue
                 if not isinstance(ts, datetime):  # SQLite hands back text
                     ts = datetime.fromisoformat(str(ts))
+                if ts.tzinfo is None:  # stored in UTC
+                    ts = ts.replace(tzinfo=UTC)
                 yield str(pid), name, ts, str(item)[:MAX_ITEM_ID]
 
 

@@ -33,6 +33,7 @@ def planted(
     noise: float = 0.25,
     days: int = 60,
     seed: int = 7,
+    end: datetime = NOW,
 ) -> Planted:
     rng = np.random.default_rng(seed)
     n_items = bundles * bundle_size + popular
@@ -41,10 +42,10 @@ def planted(
     # a bundle spans categories (so a diverse list is possible); popular items too
     categories = [f"cat-{i % 6}" for i in range(n_items)]
     u_, i_, t_, k_ = [], [], [], []
-    end = NOW.timestamp()
+    end_ts = end.timestamp()
     for u in range(users):
         mine = rng.choice(bundles, size=rng.integers(1, 3), replace=False)
-        t = end - days * 86400 * rng.uniform(0.3, 1.0)
+        t = end_ts - days * 86400 * rng.uniform(0.3, 1.0)
         for _ in range(rng.integers(3, 8)):  # sessions
             g = groups[int(rng.choice(mine))]
             start = int(rng.integers(0, bundle_size))
@@ -64,7 +65,7 @@ def planted(
                 k_.append(kind)
                 t += rng.uniform(20, 300)
             t += rng.uniform(0.5, 5) * 86400
-            if t > end:
+            if t > end_ts:
                 break
     inter = Interactions(
         np.asarray(u_, np.int32),
