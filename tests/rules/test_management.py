@@ -113,7 +113,7 @@ def test_create_and_read_a_slot_with_its_variants(secret_client, source):
     created = create_slot(secret_client)
 
     # Then it comes back in the same shape it was given, with no rules yet
-    assert created == {**HERO, "rules": []}
+    assert created == {**HERO, "recommendation": {}, "rules": []}
     assert secret_client.get("/api/v1/slots/home_hero").json() == created
     assert secret_client.get("/api/v1/slots").json() == [created]
     # and it is audited with the key as the actor
