@@ -21,8 +21,8 @@ from django.utils.safestring import SafeString
 from cdp.admin import AuditedAdminMixin
 from cdp.errors import ValidationFailed
 from profiles.selectors import profile_search
-from rules import selectors, services
-from rules.models import ContentVariant, Decision, Rule, Slot
+from rules import hooks, selectors, services
+from rules.models import ContentVariant, Decision, Rule, Slot, Strategy
 
 
 class VariantForm(forms.ModelForm):
@@ -65,8 +65,36 @@ class RuleInline(admin.TabularInline):
         return False
 
 
+class SlotForm(forms.ModelForm):
+    class Meta:
+        model = Slot
+        fields = [
+            "key",
+            "description",
+            "strategy",
+            "recommendation",
+            "control_percent",
+            "default_variant",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        options = data.get("recommendation")
+        if options is None:
+            data["recommendation"] = options = {}
+        if not isinstance(options, dict):
+            self.add_error("recommendation", "must be a JSON object")
+        elif data.get("strategy") == Strategy.RECOMMENDATIONS:
+            for name, reasons in hooks.strategy_options_problems(
+                Strategy.RECOMMENDATIONS, options
+            ).items():
+                self.add_error("recommendation", f"{name}: must be {reasons[0]}")
+        return data
+
+
 @admin.register(Slot)
 class SlotAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    form = SlotForm
     list_display = ["key", "strategy", "control_percent", "default_variant", "rule_count"]
     search_fields = ["key", "description"]
     inlines = [VariantInline, RuleInline]

@@ -196,3 +196,24 @@ def test_bad_slot_options_get_a_400_naming_the_option(secret_client, options, fi
     error = r.json()["error"]
     assert field in error["details"]
     assert error["message"].startswith(f"{field}: must be")
+
+
+@pytest.mark.django_db
+def test_the_slot_admin_checks_recommendation_options(superuser_client):
+    from rules.models import Slot
+    from tests.admin_forms import form_fields
+
+    slot = Slot.objects.create(key="for_you", strategy="recommendations")
+    url = f"/admin/rules/slot/{slot.pk}/change/"
+    data = form_fields(superuser_client.get(url).content.decode(), "slot_form")
+
+    data["recommendation"] = '{"strategy": "magic", "limit": 4}'
+    bad = superuser_client.post(url, data)
+    assert bad.status_code == 200
+    assert "strategy: must be one of personal, similar" in bad.content.decode()
+    assert Slot.objects.get(pk=slot.pk).recommendation == {}
+
+    data["recommendation"] = '{"strategy": "trending", "limit": 6}'
+    good = superuser_client.post(url, data)
+    assert good.status_code == 302
+    assert Slot.objects.get(pk=slot.pk).recommendation == {"strategy": "trending", "limit": 6}
