@@ -50,7 +50,13 @@ def _visitor_events(rng: random.Random, n: int, now: datetime) -> list[dict[str,
             category = taste if rng.random() < 0.7 else rng.choice(list(CATEGORIES))
             item = rng.choice(CATEGORIES[category])
             price = rng.choice([39, 59, 89, 129, 199])
-            props = {"category": category, "product": item, "price": price}
+            props = {
+                "product_id": item.lower().replace(" ", "-"),
+                "name": item,
+                "category": category,
+                "product": item,
+                "price": price,
+            }
             events.append(
                 {
                     "type": "track",
@@ -90,6 +96,7 @@ def _visitor_events(rng: random.Random, n: int, now: datetime) -> list[dict[str,
                                 "revenue": price,
                                 "currency": "EUR",
                                 "category": category,
+                                "products": [props],
                             },
                             "timestamp": t.isoformat(),
                             **ids,

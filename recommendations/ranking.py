@@ -43,8 +43,8 @@ class Models:
     trending: np.ndarray
     popularity: np.ndarray
     blend: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BLEND))
-    # Does the personal blend beat popularity on held-out data? If not, personal
-    # requests are answered from trending.
+    # Is the personal blend at least as good as popularity on held-out data? If not,
+    # personal requests are answered from trending.
     personal_ok: bool = True
     index: dict[str, int] = field(default_factory=dict)
     trending_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))

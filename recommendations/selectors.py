@@ -26,11 +26,12 @@ _models: dict[int, Models] = {}
 
 
 def personal_beats_popularity(metrics: dict[str, Any]) -> bool:
-    """Does the personal blend beat popularity on held-out data (True when nothing
-    could be measured: no visitor was active on both sides of the split)?"""
+    """Is the personal blend at least as good as popularity on held-out data (True when
+    nothing could be measured: no visitor was active on both sides of the split)? If
+    not, personal requests are answered from trending."""
     if not metrics.get("users"):
         return True
-    return at_k(metrics, "personal") > at_k(metrics, "popularity")
+    return at_k(metrics, "personal") >= at_k(metrics, "popularity")
 
 
 def models_active() -> Models | None:

@@ -437,8 +437,8 @@ def _promote_or_reject(version: ModelVersion, now: datetime) -> None:
                 why += f" − tolerance {tol:g}"
         if measured:
             why += f"; popularity baseline {pop:.3f}"
-            if ok and mine <= pop:
-                why += " (the blend does not beat it: personal requests get trending)"
+            if ok and mine < pop:
+                why += " (the blend is below it: personal requests get trending)"
         version.decision = why[:500]
         if not ok:
             version.outcome = VersionStatus.REJECTED

@@ -6,7 +6,7 @@ Redis MGET, shared with `/decide`; from the database when Redis is down).
 Strategies (DESIGN.md §4 `strategy`):
 - personal: the blend of ranking.py over the visitor's recent items (and the item on
   screen, if given); trending when there is no history (cold start), no
-  personalization consent, or the blend does not beat popularity on held-out data;
+  personalization consent, or the blend falls below popularity on held-out data;
 - similar: item-item neighbours of `item`;
 - bought_together: items bought with `item`, then its item-item neighbours;
 - next: what visitors look at next after `item` (or the visitor's newest item);
@@ -163,7 +163,7 @@ def recommend(
         elif not models.personal_ok:
             answered, why = (
                 "trending",
-                "the personal model does not beat popularity yet: trending items",
+                "the personal model is below popularity on held-out data: trending items",
             )
         else:
             ranked = blend_scores(models, history_weights(history))

@@ -112,6 +112,9 @@ ENDPOINTS = [
         WRITE,
         body={"user_id": KNOWN_USER_ID, "slots": [KNOWN_SLOT], "context": {"device": "mobile"}},
     ),
+    Endpoint(
+        "GET", "/api/v1/recommendations?user_id=" + KNOWN_USER_ID + "&strategy=trending", WRITE
+    ),
     Endpoint("GET", "/api/v1/slots", SECRET),
     Endpoint(
         "POST",

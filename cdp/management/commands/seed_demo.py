@@ -1,6 +1,7 @@
 """Load demo data and a local admin user (embedded/demo use; never needed in production).
 
-Project-level: it seeds every app (sources, visitors and events, segments)."""
+Project-level: it seeds every app (sources, visitors and events, segments, rules,
+experiments, recommendations)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from experiments.demo import demo_experiments_ensure
 from profiles.demo import demo_data_load, demo_source_ensure
+from recommendations.demo import demo_recommendations_ensure
 from rules.demo import demo_rules_ensure
 from segments.demo import demo_models_ensure, demo_segments_ensure
 from segments.services import segments_recompute_all
@@ -57,3 +59,5 @@ class Command(BaseCommand):
         self.stdout.write(f"demo personalization: {len(slots)} new slots, {len(rules)} new rules")
         experiments = demo_experiments_ensure(now=timezone.now())
         self.stdout.write(f"demo experiments: {len(experiments)} new")
+        for line in demo_recommendations_ensure():
+            self.stdout.write(line)
