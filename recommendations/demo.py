@@ -3,13 +3,15 @@ slots that show it (the home page's picks, a product page's similar items)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from recommendations.evaluation import at_k
 from recommendations.models import ModelVersion, VersionStatus
 from recommendations.services import catalog_sync, train_execute
 from rules.models import Slot, Strategy
 from rules.services import slot_save
 
-DEMO_SLOTS = [
+DEMO_SLOTS: list[dict[str, Any]] = [
     {
         "key": "home_recommendations",
         "description": "Picked for the visitor from what they looked at (trending at first).",
