@@ -29,10 +29,10 @@ class JobProgress:
             self.hook(step, done, total)
 
     def start(self) -> None:
-        self.manager.filter(pk=self.job.pk).update(
-            status=JobStatus.RUNNING, started_at=timezone.now()
-        )
-        self.job.status = JobStatus.RUNNING
+        now = timezone.now()
+        self.manager.filter(pk=self.job.pk).update(status=JobStatus.RUNNING, started_at=now)
+        # and on the object, which a run may save whole when it finishes
+        self.job.status, self.job.started_at = JobStatus.RUNNING, now
 
     def fail(self, exc: BaseException) -> None:
         self.job.status = JobStatus.FAILED

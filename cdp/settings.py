@@ -303,6 +303,8 @@ CDP = {
     # Items bought this recently are never recommended again.
     "RECO_EXCLUDE_PURCHASED_DAYS": env.int("CDP_RECO_EXCLUDE_PURCHASED_DAYS", default=365),
     "RECO_NEIGHBOURS": env.int("CDP_RECO_NEIGHBOURS", default=50),
+    # Rank of the factorized model (PureSVD); 0 leaves it out.
+    "RECO_SVD_RANK": env.int("CDP_RECO_SVD_RANK", default=64),
     "RECO_HOLDOUT_FRACTION": env.float("CDP_RECO_HOLDOUT_FRACTION", default=0.2),
     # A new version is served only if its personal recall@10 on its held-out split is at
     # least the active version's (on that version's split) minus this tolerance.

@@ -13,6 +13,11 @@ block × items, not items².
   in one session), with a minimum support of co-baskets.
 - next item: first-order Markov transitions between consecutive distinct items of a
   session, time-decayed, P(next | current) shrunk towards 0 for rarely seen items.
+- factorized (`svd`): PureSVD (Cremonesi, Koren & Turrin, 2010) — a rank-r truncated SVD
+  of the same user × item matrix; item i's neighbours are the largest entries of its row
+  of V·Vᵀ, so Σ_h w_h (V·Vᵀ)[h, c] over a visitor's history is PureSVD's score. It
+  generalizes across items nobody co-viewed directly; it is served in the blend only
+  where it beats item-item on held-out data.
 - trending: decayed popularity (a short half-life), global; per category at serve time.
 - popularity: distinct users per item, the baseline every model is judged against.
 """
@@ -108,6 +113,8 @@ def csr_topk(m: sparse.csr_matrix, k: int, *, drop_diagonal: bool = False, row0:
     `row0` is the index of m's first row in the full item space (for the diagonal)."""
     m = m.tocsr()
     m.sum_duplicates()
+    if m.shape[0] == 0:
+        return TopK.empty(0)
     rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
     keep = m.data > 0
     if drop_diagonal:
@@ -150,6 +157,7 @@ def cosine_topk(
     """Top-k cosine neighbours between the columns (items) of x (rows × items), a block
     of items at a time. With min_support > 1, a pair must share that many rows."""
     x = x.tocsr().astype(np.float32)
+    x.eliminate_zeros()  # a stored zero is no interaction (min_support counts rows)
     n = x.shape[1]
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel()).astype(np.float32)
     xt = x.T.tocsr()  # items × rows
@@ -168,11 +176,7 @@ def cosine_topk(
             co.data = co.data / (norms[rows + start] * norms[co.indices] + shrink)
             if binary is not None:
                 support = (binary_t[start:end] @ binary).tocsr()
-                support.sum_duplicates()
-                # same sparsity pattern as co (same rows, same pairs), so align by sorting
-                co.sort_indices()
-                support.sort_indices()
-                co.data[support.data < min_support] = 0.0
+                co = sparse.csr_matrix(co.multiply(support >= min_support))
         parts.append(csr_topk(co, k, drop_diagonal=True, row0=start))
     return _stack(parts, n)
 
@@ -203,6 +207,42 @@ def item_item(
     return cosine_topk(x, k, shrink=shrink)
 
 
+def svd_neighbours(
+    x: sparse.csr_matrix, *, rank: int, k: int, block: int = 1024, seed: int = 0
+) -> TopK:
+    """Top-k entries of each item's row of V·Vᵀ, V the item factors of a rank-`rank`
+    truncated SVD of x (users × items), a block of items at a time."""
+    from sklearn.decomposition import TruncatedSVD
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    n = x.shape[1]
+    r = min(rank, min(x.shape) - 1)
+    if r < 2 or x.nnz == 0:
+        return TopK.empty(n)
+    with threadpool_limits(limits=2):
+        svd = TruncatedSVD(n_components=r, algorithm="randomized", n_iter=5, random_state=seed)
+        svd.fit(x.astype(np.float32))
+        # item embeddings V·Σ, compared by cosine: the low-rank smoothing of the
+        # item-item cosine (plain V·Vᵀ weighs every kept direction alike, noise too)
+        v = svd.components_.T * svd.singular_values_
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        v = np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
+        parts = []
+        for start in range(0, n, block):
+            end = min(n, start + block)
+            sims = v[start:end] @ v.T  # block × items, dense but bounded by the block
+            sims[np.arange(end - start), np.arange(start, end)] = 0.0
+            kk = min(k, n - 1)  # n ≥ 3 here
+            top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            rows = np.repeat(np.arange(end - start), top.shape[1])
+            vals = np.take_along_axis(sims, top, axis=1).ravel()
+            m = sparse.csr_matrix(
+                (vals, (rows, top.ravel())), shape=(end - start, n), dtype=np.float32
+            )
+            parts.append(csr_topk(m, k))
+    return _stack(parts, n)
+
+
 def sessions_of(inter: Interactions, gap_seconds: float) -> tuple[np.ndarray, np.ndarray]:
     """(order, session id per interaction in that order): interactions sorted by user and
     time, a new session after a gap longer than gap_seconds (the ingestion rule)."""
@@ -219,12 +259,15 @@ def bought_together(
 ) -> tuple[TopK, int]:
     """Cosine between items over baskets (cart adds and purchases of one session).
     Returns the neighbours and the number of baskets with two items or more."""
-    strong = inter.where(inter.kinds >= KIND_CART)
-    if len(strong) == 0:
+    if not (inter.kinds >= KIND_CART).any():
         return TopK.empty(inter.n_items), 0
-    order, session = sessions_of(strong, gap_seconds)
+    # sessions follow every interaction (views between two cart adds keep one visit
+    # one session), then only the cart adds and purchases make the basket
+    order, session = sessions_of(inter, gap_seconds)
+    keep = inter.kinds[order] >= KIND_CART
+    order, session = order[keep], session[keep]
     b = sparse.csr_matrix(
-        (np.ones(len(order), np.float32), (session, strong.items[order])),
+        (np.ones(len(order), np.float32), (session, inter.items[order])),
         shape=(int(session[-1]) + 1, inter.n_items),
     )
     b.sum_duplicates()

@@ -61,7 +61,7 @@ ITEM = inline_serializer(
         "score": serializers.FloatField(),
         "reason": serializers.CharField(help_text='Why it is here, e.g. "viewed together with X".'),
         "source": serializers.ChoiceField(
-            choices=["item_item", "bought_together", "next_item", "trending"]
+            choices=["item_item", "svd", "bought_together", "next_item", "trending"]
         ),
         "because": serializers.CharField(
             required=False, help_text="The item (seen by the visitor, or asked about) it follows."

@@ -10,7 +10,7 @@ import numpy as np
 from recommendations.algorithms import TopK
 from recommendations.ranking import Models
 
-PARTS = ("item_item", "bought_together", "next_item")
+PARTS = ("item_item", "bought_together", "next_item", "svd")
 
 
 def dump(models: Models) -> bytes:
@@ -18,6 +18,7 @@ def dump(models: Models) -> bytes:
         "item_ids": np.asarray(models.item_ids, dtype=np.str_),
         "trending": models.trending.astype(np.float32),
         "popularity": models.popularity.astype(np.float32),
+        "item_model": np.asarray(models.item_model, dtype=np.str_),
     }
     for name in PARTS:
         top = models.model(name)
@@ -34,6 +35,7 @@ def load(blob: bytes, *, version: int, blend: dict[str, float], personal_ok: boo
         tops = {
             name: TopK(z[f"{name}.indptr"], z[f"{name}.indices"], z[f"{name}.scores"])
             for name in PARTS
+            if f"{name}.indptr" in z.files  # versions trained before a model existed
         }
         item_ids = [str(s) for s in z["item_ids"].tolist()]
         return Models(
@@ -44,6 +46,8 @@ def load(blob: bytes, *, version: int, blend: dict[str, float], personal_ok: boo
             next_item=tops["next_item"],
             trending=z["trending"],
             popularity=z["popularity"],
+            svd=tops.get("svd"),
+            item_model=str(z["item_model"]) if "item_model" in z.files else "item_item",
             blend=blend,
             personal_ok=personal_ok,
         )

@@ -70,6 +70,7 @@ class ModelVersion(TrackedJob):
 
     class Meta:
         ordering = ["-version"]
+        verbose_name = "recommendation model version"
         constraints = [
             models.UniqueConstraint(
                 fields=["outcome"],

@@ -5,7 +5,8 @@ A visitor's history is their most recent distinct items, newest first, each weig
 what they did with it (view < cart add < purchase) and by recency rank (RECENCY ** rank).
 The personal blend of an item c is
 
-    item_item × Σ_h w_h · sim(h, c)                 (every history item)
+    item_item × Σ_h w_h · sim(h, c)                 (every history item; sim is item-item,
+                                                      or PureSVD where it did better)
   + bought_together × Σ_h w_h · fbt(h, c)           (items carted or bought)
   + next_item × P(c | the newest item)
 
@@ -42,6 +43,10 @@ class Models:
     next_item: TopK
     trending: np.ndarray
     popularity: np.ndarray
+    svd: TopK | None = None
+    # The item part of the personal blend: item_item, or svd where it did better on
+    # held-out data.
+    item_model: str = "item_item"
     blend: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BLEND))
     # Is the personal blend at least as good as popularity on held-out data? If not,
     # personal requests are answered from trending.
@@ -57,6 +62,8 @@ class Models:
             object.__setattr__(self, "trending_order", order[self.trending[order] > 0])
 
     def model(self, name: str) -> TopK:
+        if name == "svd":
+            return self.svd if self.svd is not None else TopK.empty(len(self.item_ids))
         return {
             "item_item": self.item_item,
             "bought_together": self.bought_together,
@@ -68,7 +75,7 @@ class Models:
 class Scored:
     item: int
     score: float
-    source: str  # item_item / bought_together / next_item / trending
+    source: str  # item_item / svd / bought_together / next_item / trending
     because: int = -1  # the history (or anchor) item that contributed most
 
 
@@ -103,7 +110,7 @@ def blend_scores(models: Models, weighted: list[tuple[int, float, int]]) -> list
     b = models.blend
     for item, w, kind in weighted:
         if b.get("item_item"):
-            add("item_item", item, b["item_item"] * w)
+            add(models.item_model, item, b["item_item"] * w)
         if b.get("bought_together") and kind >= KIND_CART:
             add("bought_together", item, b["bought_together"] * w)
     if weighted and b.get("next_item"):
@@ -148,7 +155,8 @@ def diversify(
     relevance scaled to [0, 1]; at most `per_category` items of one category. `already`
     are picks made before (they count for the shares and the cap; they are not
     returned)."""
-    pool = list(ranked[: max(limit * 5, limit)])
+    # with a hard cap, look further down: the next category may start far below
+    pool = list(ranked[: limit * (50 if per_category is not None else 5)])
     if not pool:
         return []
     top = max(c.score for c in pool) or 1.0
@@ -218,7 +226,7 @@ def blend_matrix(
     out = sparse.csr_matrix((len(histories), n), dtype=np.float32)
     parts = set(parts)
     if "item_item" in parts and b.get("item_item"):
-        out = out + (h @ models.item_item.matrix()) * b["item_item"]
+        out = out + (h @ models.model(models.item_model).matrix()) * b["item_item"]
     if "bought_together" in parts and b.get("bought_together"):
         out = out + (s @ models.bought_together.matrix()) * b["bought_together"]
     if "next_item" in parts and b.get("next_item"):

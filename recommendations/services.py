@@ -256,24 +256,35 @@ def params_current() -> dict[str, Any]:
         "next_smoothing": 1.0,
         "session_gap_seconds": c["SESSION_TIMEOUT_SECONDS"],
         "holdout_fraction": c["RECO_HOLDOUT_FRACTION"],
+        "svd_rank": c["RECO_SVD_RANK"],
         "blend": dict(DEFAULT_BLEND),
     }
 
 
 def models_fit(
-    inter: alg.Interactions, *, now: float, params: Mapping[str, Any], version: int = 0
+    inter: alg.Interactions,
+    *,
+    now: float,
+    params: Mapping[str, Any],
+    version: int = 0,
+    item_model: str = "item_item",
 ) -> tuple[Models, dict[str, int]]:
-    """Every model on these interactions, and counts of what they were fitted on."""
+    """Every model on these interactions, and counts of what they were fitted on.
+    `item_model` is the blend's item part (item_item, or svd where it did better)."""
     weights = tuple(float(w) for w in params["weights"])
     k = int(params["neighbours"])
     gap = float(params["session_gap_seconds"])
-    ii = alg.item_item(
+    x = alg.user_item_matrix(
         inter,
         now=now,
-        k=k,
         half_life_days=float(params["half_life_days"]),
         weights=weights,  # type: ignore[arg-type]
-        shrink=float(params["shrink"]),
+    )
+    ii = alg.cosine_topk(x, k, shrink=float(params["shrink"]))
+    svd = (
+        alg.svd_neighbours(x, rank=int(params["svd_rank"]), k=k)
+        if int(params.get("svd_rank") or 0) > 1
+        else None
     )
     bt, baskets = alg.bought_together(
         inter,
@@ -303,6 +314,8 @@ def models_fit(
             weights=weights,  # type: ignore[arg-type]
         ),
         popularity=alg.popularity(inter),
+        svd=svd,
+        item_model=item_model,
         blend=dict(params["blend"]),
     )
     return models, {"baskets": baskets, "sessions": sessions}
@@ -382,7 +395,13 @@ def _fit(version: ModelVersion, job: JobProgress, now: datetime) -> None:
     timings["evaluate_s"] = round(time.monotonic() - t0, 2)
     job("fitting on every interaction", 3, 4)
     t0 = time.monotonic()
-    models, counts = models_fit(inter, now=now.timestamp(), params=params, version=version.version)
+    models, counts = models_fit(
+        inter,
+        now=now.timestamp(),
+        params=params,
+        version=version.version,
+        item_model=str(metrics.get("item_model") or "item_item"),
+    )
     blob = artifact.dump(models)
     timings["fit_all_s"] = round(time.monotonic() - t0, 2)
     kinds = np.bincount(inter.kinds, minlength=3).tolist()

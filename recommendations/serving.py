@@ -106,6 +106,7 @@ def _reason(models: Models, catalog: Catalog, c: Scored, category: str | None) -
     t = _title(models, catalog, c.because)
     return {
         "item_item": f"viewed together with {t}",
+        "svd": f"liked by people who liked {t}",
         "bought_together": f"frequently bought together with {t}",
         "next_item": f"often viewed next after {t}",
     }[c.source]

@@ -260,7 +260,7 @@ def test_when_redis_is_down_recommendations_answer_from_the_database(
         ({"user_hash": "nothex"}, "user_hash"),
     ],
 )
-def test_bad_requests_get_a_400_naming_the_field(write_client, trained, params, field):
+def test_bad_requests_get_a_400_naming_the_field(write_client, params, field):
     r = write_client.get(URL, {"anonymous_id": "a1", **params})
     assert r.status_code == 400
     error = r.json()["error"]

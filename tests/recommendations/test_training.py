@@ -79,6 +79,7 @@ def test_the_catalog_follows_product_events_and_newer_facts_win(write_client):
 
     assert created == 2
     boot = Item.objects.get(item_id="boot-1")
+    assert boot.price is not None
     assert (boot.title, boot.category, float(boot.price), boot.in_stock) == (
         "Trail boot",
         "shoes",
@@ -178,9 +179,7 @@ def test_interactions_come_from_views_cart_adds_and_purchased_products(write_cli
 
     inter = interactions_read()
 
-    got = sorted(
-        (inter.item_ids[i], int(k)) for i, k in zip(inter.items, inter.kinds, strict=True)
-    )
+    got = sorted((inter.item_ids[i], int(k)) for i, k in zip(inter.items, inter.kinds, strict=True))
     assert got == [("p1", 0), ("p1", 2), ("p2", 1), ("p3", 2)]
     assert inter.n_users == 1
 
@@ -197,6 +196,7 @@ def test_the_first_version_is_served_and_records_what_it_learned(trained):
     assert v.data["interactions"] == v.data["train_interactions"] + v.data["test_interactions"]
     assert v.data["items"] == 70
     assert v.data["neighbours"]["item_item"] <= 70 * v.params["neighbours"]
+    assert v.artifact is not None
     assert v.artifact_bytes == len(bytes(v.artifact)) > 0
     # held out: item-item beats popularity on the planted bundles
     assert at_k(v.metrics, "item_item") > at_k(v.metrics, "popularity")
