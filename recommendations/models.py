@@ -19,7 +19,7 @@ class Item(models.Model):
         default=dict, blank=True, help_text="Anything else: brand, image_url, url, …"
     )
     in_stock = models.BooleanField(default=True)
-    # The newest event (or import) that set these fields: older ones never overwrite.
+    # When the newest event (or import) changed these fields: older ones never overwrite.
     seen_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)

@@ -31,7 +31,7 @@ from rules.services import config_changed
 
 logger = logging.getLogger(__name__)
 
-SYNC_CHUNK = 5000
+SYNC_CHUNK = 20_000
 ATTRIBUTES = ("brand", "variant", "image_url", "url", "currency", "description")
 
 
@@ -100,8 +100,10 @@ def item_fields(props: Mapping[str, Any], at: datetime) -> ItemFields | None:
 
 
 def items_upsert(updates: Iterable[ItemFields]) -> tuple[int, int]:
-    """Apply item updates, newest first per field set: an update older than what an
-    item already holds is ignored. Returns (created, updated)."""
+    """Apply item updates: per item, the newest facts of the batch win field by field;
+    an update older than the item's last change is ignored, and one that changes
+    nothing writes nothing (`seen_at` is the time of the last change). Returns
+    (created, updated)."""
     latest: dict[str, ItemFields] = {}
     for u in sorted(updates, key=lambda u: u.at):
         prev = latest.get(u.item_id)
@@ -127,10 +129,15 @@ def items_upsert(updates: Iterable[ItemFields]) -> tuple[int, int]:
                 new.append(Item(item_id=item_id, seen_at=u.at, **u.values))
                 continue
             if item.seen_at is not None and item.seen_at > u.at:
-                continue
-            for name, value in u.values.items():
-                if name == "attributes":
-                    value = {**item.attributes, **value}
+                continue  # older than the item's last change
+            changes = {
+                name: ({**item.attributes, **value} if name == "attributes" else value)
+                for name, value in u.values.items()
+            }
+            changes = {k: v for k, v in changes.items() if getattr(item, k) != v}
+            if not changes:
+                continue  # the same facts again: nothing to write (most product views)
+            for name, value in changes.items():
                 setattr(item, name, value)
             item.seen_at = u.at
             changed.append(item)
@@ -370,14 +377,16 @@ def train_execute(
 def _fit(version: ModelVersion, job: JobProgress, now: datetime) -> None:
     params = params_current()
     job("updating the catalog", 0, 0)
-    catalog_sync()
+    started = time.monotonic()
+    catalog_sync(progress=job)
+    timings = {"catalog_s": round(time.monotonic() - started, 2)}
     since = now - timedelta(days=int(params["lookback_days"]))
     job("reading interactions", 0, 0)
     started = time.monotonic()
     inter = interactions_read(
         since=since, until=now, progress=lambda n: job("reading interactions", n, 0)
     )
-    timings = {"read_s": round(time.monotonic() - started, 2)}
+    timings["read_s"] = round(time.monotonic() - started, 2)
     if len(inter) == 0:
         raise ValueError(
             "no interactions to learn from: no product events "
