@@ -6,6 +6,7 @@
     python benchmarks/run.py decide [--profiles 100000] [--duration 20] [--hot 10000]
     python benchmarks/run.py experiments [--exposures 1000000] [--events 10000000] [--reuse]
     python benchmarks/run.py ml [--profiles 100000] [--score-profiles 1000000] [--repeats 2] [--reuse]
+    python benchmarks/run.py reco [--interactions 1000000] [--duration 20] [--hot 10000] [--reuse]
 
 Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/cdp_bench; the
 database is dropped and recreated) and wrk (Debian package `wrk`). The servers and wrk
@@ -433,7 +434,32 @@ def main() -> None:
     ml.add_argument("--repeats", type=int, default=2)
     ml.add_argument("--reuse", action="store_true", help="keep the generated databases")
     ml.add_argument("--skip-score", action="store_true", help="no 1M-profile scoring database")
+    reco = sub.add_parser("reco")
+    reco.add_argument("--profiles", type=int, default=100_000)
+    reco.add_argument("--interactions", type=int, default=1_000_000)
+    reco.add_argument("--items", type=int, default=10_000)
+    reco.add_argument("--duration", type=int, default=20)
+    reco.add_argument("--hot", type=int, default=10_000, help="visitors in the working set")
+    reco.add_argument("--repeats", type=int, default=1, help="steady-state trainings")
+    reco.add_argument("--reuse", action="store_true", help="keep the generated database")
+    reco.add_argument(
+        "--fine", action="store_true", help="also time item_fields per event (adds overhead)"
+    )
     args = parser.parse_args()
+    if args.bench == "reco":
+        from benchmarks.reco_bench import main as reco_main
+
+        reco_main(
+            args.profiles,
+            args.interactions,
+            args.items,
+            args.duration,
+            args.hot,
+            args.repeats,
+            reuse=args.reuse,
+            fine=args.fine,
+        )
+        return
     if args.bench == "ml":
         from benchmarks.ml_bench import main as ml_main
 
