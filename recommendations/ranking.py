@@ -94,18 +94,33 @@ def history_weights(history: Sequence[tuple[int, int]]) -> list[tuple[int, float
     ]
 
 
-def blend_scores(models: Models, weighted: list[tuple[int, float, int]]) -> list[Scored]:
-    """One visitor's blend, best first (history items left out)."""
-    total: dict[int, float] = {}
-    best: dict[int, tuple[float, str, int]] = {}
+SOURCES = ("item_item", "svd", "bought_together", "next_item")
+
+
+def blend_scores(
+    models: Models,
+    weighted: list[tuple[int, float, int]],
+    *,
+    allowed: Callable[[int], bool] | None = None,
+    want: int | None = None,
+) -> list[Scored]:
+    """One visitor's blend, best first (ties by item), history items left out; only
+    items `allowed` lets through, and at most `want` of them (all by default). Summed
+    with numpy over the neighbour lists of the history (≤ 20 × 3 rows)."""
+    rows_i: list[np.ndarray] = []
+    rows_v: list[np.ndarray] = []
+    anchors: list[int] = []
+    sources: list[int] = []
+    lengths: list[int] = []
 
     def add(name: str, anchor: int, weight: float) -> None:
         idx, scores = models.model(name).row(anchor)
-        for j, s in zip(idx.tolist(), scores.tolist(), strict=True):
-            part = weight * s
-            total[j] = total.get(j, 0.0) + part
-            if part > best.get(j, (0.0, "", -1))[0]:
-                best[j] = (part, name, anchor)
+        if len(idx):
+            rows_i.append(idx)
+            rows_v.append(scores * np.float32(weight))
+            anchors.append(anchor)
+            sources.append(SOURCES.index(name))
+            lengths.append(len(idx))
 
     b = models.blend
     for item, w, kind in weighted:
@@ -115,11 +130,30 @@ def blend_scores(models: Models, weighted: list[tuple[int, float, int]]) -> list
             add("bought_together", item, b["bought_together"] * w)
     if weighted and b.get("next_item"):
         add("next_item", weighted[0][0], b["next_item"])
-    seen = {item for item, _, _ in weighted}
-    out = [
-        Scored(j, s, best[j][1], best[j][2]) for j, s in total.items() if j not in seen and s > 0
-    ]
-    out.sort(key=lambda c: (-c.score, c.item))
+    if not rows_i:
+        return []
+    idx = np.concatenate(rows_i)
+    val = np.concatenate(rows_v).astype(np.float64)
+    anchor = np.repeat(np.asarray(anchors), lengths)
+    source = np.repeat(np.asarray(sources), lengths)
+    items, inv = np.unique(idx, return_inverse=True)
+    total = np.bincount(inv, weights=val, minlength=len(items))
+    # the strongest single contribution of each candidate names its reason
+    order = np.lexsort((-val, inv))
+    firsts = order[np.concatenate(([0], np.flatnonzero(np.diff(inv[order])) + 1))]
+    seen = np.asarray([item for item, _, _ in weighted])
+    keep = (total > 0) & ~np.isin(items, seen)
+    ranked = np.flatnonzero(keep)
+    ranked = ranked[np.lexsort((items[ranked], -total[ranked]))]
+    out: list[Scored] = []
+    for r in ranked.tolist():
+        j = int(items[r])
+        if allowed is not None and not allowed(j):
+            continue
+        f = firsts[r]
+        out.append(Scored(j, float(total[r]), SOURCES[source[f]], int(anchor[f])))
+        if want is not None and len(out) >= want:
+            break
     return out
 
 
@@ -152,36 +186,44 @@ def diversify(
 ) -> list[Scored]:
     """Maximal marginal relevance: repeatedly take the candidate with the best
     (1 − diversity) × relevance − diversity × (share of the picks in its category),
-    relevance scaled to [0, 1]; at most `per_category` items of one category. `already`
-    are picks made before (they count for the shares and the cap; they are not
-    returned)."""
+    relevance scaled to [0, 1] (ties: the better ranked); at most `per_category` items
+    of one category. `already` are picks made before (they count for the shares and
+    the cap; they are not returned). Within a category the penalty is the same, so only
+    each category's best remaining candidate competes: limit × categories steps."""
     # with a hard cap, look further down: the next category may start far below
     pool = list(ranked[: limit * (50 if per_category is not None else 5)])
     if not pool:
         return []
     top = max(c.score for c in pool) or 1.0
-    picked: list[Scored] = []
+    queues: dict[str, list[tuple[int, Scored]]] = {}
+    for pos, c in enumerate(pool):
+        queues.setdefault(category(c.item), []).append((pos, c))
+    heads = dict.fromkeys(queues, 0)
     counts: dict[str, int] = {}
     for c in already:
         counts[category(c.item)] = counts.get(category(c.item), 0) + 1
-    n_before = len(already)
-    while pool and len(picked) < limit:
-        best_i, best_v = -1, -np.inf
-        for i, c in enumerate(pool):
-            cat = category(c.item)
+    n = len(already)
+    picked: list[Scored] = []
+    while len(picked) < limit:
+        best: tuple[float, int, str] | None = None
+        for cat, queue in queues.items():
+            h = heads[cat]
+            if h >= len(queue):
+                continue
             if per_category is not None and counts.get(cat, 0) >= per_category:
                 continue
-            n = len(picked) + n_before
+            pos, c = queue[h]
             overlap = counts.get(cat, 0) / n if n and cat else 0.0
             value = (1 - diversity) * (c.score / top) - diversity * overlap
-            if value > best_v:
-                best_i, best_v = i, value
-        if best_i < 0:
+            if best is None or value > best[0] or (value == best[0] and pos < best[1]):
+                best = (value, pos, cat)
+        if best is None:
             break
-        c = pool.pop(best_i)
-        picked.append(c)
-        cat = category(c.item)
+        cat = best[2]
+        picked.append(queues[cat][heads[cat]][1])
+        heads[cat] += 1
         counts[cat] = counts.get(cat, 0) + 1
+        n += 1
     return picked
 
 

@@ -153,7 +153,9 @@ def recommend(
         )
 
     anchor = models.index.get(ask.item) if ask.item else None
+    pool_size = ask.limit * (50 if ask.per_category is not None else 5)
     ranked: list[Scored] = []
+    prefiltered = False  # the blend applies `allowed` itself, on its best candidates only
     answered, why = ask.strategy, ""
     if ask.strategy == "personal":
         history = _history(models, data, ask.item)
@@ -167,7 +169,8 @@ def recommend(
                 "the personal model is below popularity on held-out data: trending items",
             )
         else:
-            ranked = blend_scores(models, history_weights(history))
+            ranked = blend_scores(models, history_weights(history), allowed=allowed, want=pool_size)
+            prefiltered = True
             why = f"from {len({c for c, _ in history})} recent item(s)"
     elif ask.strategy in ("similar", "bought_together", "next"):
         if ask.strategy == "next" and anchor is None:
@@ -192,9 +195,16 @@ def recommend(
     else:
         why = f"trending in {ask.category}" if ask.category else "trending items"
     diversity = settings.CDP["RECO_DIVERSITY"] if ask.diversity is None else ask.diversity
+    categories: dict[int, str] = {}
+
+    def category(code: int) -> str:
+        if code not in categories:
+            categories[code] = catalog.category(ids[code])
+        return categories[code]
+
     picked = diversify(
-        [c for c in ranked if allowed(c.item)],
-        category=lambda code: catalog.category(ids[code]),
+        ranked if prefiltered else [c for c in ranked if allowed(c.item)],
+        category=category,
         limit=ask.limit,
         diversity=diversity,
         per_category=ask.per_category,
@@ -206,7 +216,7 @@ def recommend(
         )
         picked += diversify(
             fill,
-            category=lambda code: catalog.category(ids[code]),
+            category=category,
             limit=ask.limit - len(picked),
             diversity=diversity,
             per_category=ask.per_category,
