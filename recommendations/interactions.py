@@ -9,14 +9,16 @@ counted as bought. Rows stream from the database in chunks into compact arrays.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.db import connection
+from django.utils.dateparse import parse_datetime
 
 from profiles.models import Event
 from recommendations.algorithms import KIND_CART, KIND_PURCHASE, KIND_VIEW, Interactions
@@ -33,7 +35,7 @@ def event_kinds() -> dict[str, int]:
     return out
 
 
-def _item_expr(pg: bool, column: str, path: str = "") -> str:
+def item_sql(pg: bool, column: str, path: str = "") -> str:
     props = settings.CDP["RECO_ITEM_PROPERTIES"]
     for p in props:  # names come from settings; keep them to safe identifiers
         if not p.replace("_", "").isalnum():
@@ -56,12 +58,12 @@ def _sql(*, pg: bool, names: list[str], purchases: list[str], where: str) -> str
         else "(julianday(e.timestamp) - 2440587.5) * 86400.0"
     )
     direct = (
-        f"SELECT {pid}, e.event, {ts}, {_item_expr(pg, 'e.properties')} AS item "
+        f"SELECT {pid}, e.event, {ts}, {item_sql(pg, 'e.properties')} AS item "
         f"FROM {table} e WHERE e.event IN ({marks}) AND NOT e.is_bot {where}"
     )
     if pg:
         listed = (
-            f"SELECT {pid}, e.event, {ts}, {_item_expr(pg, 'p.value')} AS item "
+            f"SELECT {pid}, e.event, {ts}, {item_sql(pg, 'p.value')} AS item "
             f"FROM {table} e CROSS JOIN LATERAL jsonb_array_elements("
             f"CASE WHEN jsonb_typeof(e.properties->'products') = 'array' "
             f"THEN e.properties->'products' ELSE '[]'::jsonb END) p "
@@ -69,7 +71,7 @@ def _sql(*, pg: bool, names: list[str], purchases: list[str], where: str) -> str
         )
     else:
         listed = (
-            f"SELECT {pid}, e.event, {ts}, {_item_expr(pg, 'p.value')} AS item "
+            f"SELECT {pid}, e.event, {ts}, {item_sql(pg, 'p.value')} AS item "
             f"FROM {table} e, json_each(e.properties, '$.products') p "
             f"WHERE e.event IN ({pmarks}) AND NOT e.is_bot "
             f"AND json_type(e.properties, '$.products') = 'array' {where}"
@@ -173,4 +175,57 @@ def histories_of(
             {item for ts, item, kind in events if kind == KIND_PURCHASE and ts >= bought_ts}
         )
         out[profile] = {"recent": recent, "purchased": bought}
+    return out
+
+
+def product_facts(*, lo: int, hi: int) -> list[tuple[datetime, dict[str, Any]]]:
+    """For events with lo < id ≤ hi: the newest properties per (item, event name) — a
+    product's page views repeat the same facts, so only the newest of each kind is
+    read — as (timestamp, properties of the product)."""
+    kinds = event_kinds()
+    names = sorted(kinds)
+    purchases = sorted(n for n, k in kinds.items() if k == KIND_PURCHASE)
+    pg = connection.vendor == "postgresql"
+    table = Event._meta.db_table
+    marks = ", ".join(["%s"] * len(names))
+    pmarks = ", ".join(["%s"] * len(purchases)) or "NULL"
+    if pg:
+        listed = (
+            "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof("
+            "e.properties->'products') = 'array' THEN e.properties->'products' "
+            "ELSE '[]'::jsonb END) p"
+        )
+        listed_where = ""
+    else:
+        listed = ", json_each(e.properties, '$.products') p"
+        listed_where = "AND json_type(e.properties, '$.products') = 'array'"
+    sql = f"""
+        SELECT ts, props FROM (
+            SELECT ts, props, ROW_NUMBER() OVER (
+                PARTITION BY item, event ORDER BY ts DESC, id DESC) AS rn
+            FROM (
+                SELECT e.id, e.timestamp AS ts, e.event, e.properties AS props,
+                       {item_sql(pg, "e.properties")} AS item
+                FROM {table} e
+                WHERE e.id > %s AND e.id <= %s AND e.event IN ({marks}) AND NOT e.is_bot
+                UNION ALL
+                SELECT e.id, e.timestamp, e.event, p.value, {item_sql(pg, "p.value")}
+                FROM {table} e {listed}
+                WHERE e.id > %s AND e.id <= %s AND e.event IN ({pmarks}) AND NOT e.is_bot
+                {listed_where}
+            ) x WHERE item IS NOT NULL
+        ) y WHERE rn = 1
+    """
+    out = []
+    with connection.cursor() as cur:
+        cur.execute(sql, [lo, hi, *names, lo, hi, *purchases])
+        for ts, props in cur.fetchall():
+            if isinstance(props, str | bytes):
+                props = json.loads(props)
+            if not isinstance(ts, datetime):  # SQLite hands back text, in UTC
+                ts = parse_datetime(str(ts))
+            if ts is not None and ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            if isinstance(props, dict) and ts is not None:
+                out.append((ts, props))
     return out

@@ -24,14 +24,15 @@ from profiles.models import Event
 from recommendations import algorithms as alg
 from recommendations import artifact
 from recommendations.evaluation import at_k, evaluate, time_split
-from recommendations.interactions import event_kinds, interactions_read
+from recommendations.interactions import event_kinds, interactions_read, product_facts
 from recommendations.models import CatalogSync, Item, ModelVersion, VersionStatus
 from recommendations.ranking import DEFAULT_BLEND, Models
 from rules.services import config_changed
 
 logger = logging.getLogger(__name__)
 
-SYNC_CHUNK = 20_000
+SYNC_CHUNK = 5000  # import rows per write
+SYNC_EVENT_IDS = 250_000  # event ids per catalog sync query
 ATTRIBUTES = ("brand", "variant", "image_url", "url", "currency", "description")
 
 
@@ -141,54 +142,56 @@ def items_upsert(updates: Iterable[ItemFields]) -> tuple[int, int]:
                 setattr(item, name, value)
             item.seen_at = u.at
             changed.append(item)
-        Item.objects.bulk_create(new, ignore_conflicts=True)
         now = timezone.now()
         for item in changed:
             item.updated_at = now
-        if changed:
-            Item.objects.bulk_update(
-                changed,
-                ["title", "category", "price", "in_stock", "attributes", "seen_at", "updated_at"],
-            )
+        # one INSERT … ON CONFLICT DO UPDATE for new and changed items alike
+        Item.objects.bulk_create(
+            [*new, *changed],
+            update_conflicts=True,
+            unique_fields=["item_id"],
+            update_fields=[
+                "title",
+                "category",
+                "price",
+                "in_stock",
+                "attributes",
+                "seen_at",
+                "updated_at",
+            ],
+            batch_size=2000,
+        )
         created, updated = len(new), len(changed)
     return created, updated
 
 
 def catalog_sync(*, progress: Progress | None = None) -> tuple[int, int]:
     """Bring the catalog up to date with the product events stored since the last sync
-    (their properties: name, category, price, stock, brand, image_url, url…). Returns
-    (items created, items updated)."""
-    names = sorted(event_kinds())
+    (their properties: name, category, price, stock, brand, image_url, url…), a range
+    of SYNC_EVENT_IDS event ids per transaction (each takes the sync's row lock, so two
+    syncs never read the same range). Returns (items created, items updated)."""
     created = updated = 0
-    state, _ = CatalogSync.objects.get_or_create(pk=1)
-    last = state.last_event_id
+    CatalogSync.objects.get_or_create(pk=1)
     top = Event.objects.aggregate(m=Max("id"))["m"] or 0
-    while last < top:
-        chunk = list(
-            Event.objects.filter(id__gt=last, id__lte=top, event__in=names, is_bot=False)
-            .order_by("id")
-            .values_list("id", "timestamp", "properties")[:SYNC_CHUNK]
-        )
-        if not chunk:
-            last = top
-            break
-        updates = []
-        for _, ts, props in chunk:
-            if not isinstance(props, dict):
-                continue
-            listed = props.get("products")
-            for p in [props, *(listed if isinstance(listed, list) else [])]:
-                if isinstance(p, dict):
-                    fields = item_fields(p, ts)
-                    if fields is not None:
-                        updates.append(fields)
-        c, u = items_upsert(updates)
-        created, updated = created + c, updated + u
-        last = chunk[-1][0]
-        CatalogSync.objects.filter(pk=1).update(last_event_id=last, synced_at=timezone.now())
+    first: int | None = None
+    while True:
+        with transaction.atomic():
+            state = CatalogSync.objects.select_for_update().get(pk=1)
+            lo = state.last_event_id
+            first = lo if first is None else first
+            if lo >= top:
+                break
+            hi = min(top, lo + SYNC_EVENT_IDS)
+            updates = [
+                fields
+                for ts, props in product_facts(lo=lo, hi=hi)
+                if (fields := item_fields(props, ts)) is not None
+            ]
+            c, u = items_upsert(updates)
+            created, updated = created + c, updated + u
+            CatalogSync.objects.filter(pk=1).update(last_event_id=hi, synced_at=timezone.now())
         if progress is not None:
-            progress("reading product events", last, top)
-    CatalogSync.objects.filter(pk=1).update(last_event_id=max(last, top), synced_at=timezone.now())
+            progress("reading product events", hi - first, top - first)
     return created, updated
 
 
