@@ -284,18 +284,24 @@ def models_fit(
     weights = tuple(float(w) for w in params["weights"])
     k = int(params["neighbours"])
     gap = float(params["session_gap_seconds"])
-    x = alg.user_item_matrix(
+    half_life = float(params["half_life_days"])
+    ii = alg.item_item(
         inter,
         now=now,
-        half_life_days=float(params["half_life_days"]),
+        k=k,
+        half_life_days=half_life,
         weights=weights,  # type: ignore[arg-type]
+        shrink=float(params["shrink"]),
     )
-    ii = alg.cosine_topk(x, k, shrink=float(params["shrink"]))
-    svd = (
-        alg.svd_neighbours(x, rank=int(params["svd_rank"]), k=k)
-        if int(params.get("svd_rank") or 0) > 1
-        else None
-    )
+    svd = None
+    if int(params.get("svd_rank") or 0) > 1:
+        x = alg.user_item_matrix(
+            inter,
+            now=now,
+            half_life_days=half_life,
+            weights=weights,  # type: ignore[arg-type]
+        )
+        svd = alg.svd_neighbours(x, rank=int(params["svd_rank"]), k=k)
     bt, baskets = alg.bought_together(
         inter,
         k=k,

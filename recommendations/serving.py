@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("personal", "similar", "bought_together", "next", "trending")
 NEEDS_ITEM = ("similar", "bought_together")
 MAX_LIMIT = 50
-KIND_CODES = {"view": 0, "cart": 1, "purchase": 2}
 
 
 @dataclass(frozen=True)
