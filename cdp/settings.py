@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "rules",
     "experiments",
     "recommendations",
+    "storefront",
 ]
 
 MIDDLEWARE = [
