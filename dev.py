@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -52,6 +53,7 @@ def run() -> None:
     sh(PY, "manage.py", "seed_demo", env=env)
     print(
         "\nCDP is running (Ctrl+C stops it):\n"
+        "  demo shop        http://127.0.0.1:8000/demo/\n"
         "  admin            http://127.0.0.1:8000/admin/   (user admin, password admin)\n"
         "  API docs         http://127.0.0.1:8000/api/docs/\n"
         "  OpenAPI schema   http://127.0.0.1:8000/api/schema/\n"
@@ -61,8 +63,25 @@ def run() -> None:
     sh(PY, "manage.py", "runserver", "127.0.0.1:8000", env=env)
 
 
+def js_install() -> None:
+    """The browser libraries the e2e tests load from disk (analytics.js), pinned by
+    tests/e2e/js/package-lock.json; without Node.js those tests skip and say so."""
+    folder = ROOT / "tests" / "e2e" / "js"
+    lock = folder / "package-lock.json"
+    stamp = folder / "node_modules" / ".lock-sha256"
+    if shutil.which("npm") is None:
+        print("npm not found: the analytics.js browser test will skip", flush=True)
+        return
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    sh("npm", "ci", "--prefix", folder, "--no-audit", "--no-fund", "--ignore-scripts")
+    stamp.write_text(digest)
+
+
 def test() -> None:
     install()
+    js_install()
     sh(BIN / "ruff", "check", ".")
     sh(BIN / "ruff", "format", "--check", ".")
     sh(BIN / "mypy", ".")

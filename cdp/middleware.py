@@ -28,7 +28,8 @@ class ApiCorsMiddleware:
             response = HttpResponse(status=204)
             response["Access-Control-Allow-Origin"] = origin
             response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            response["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            # analytics.js adds X-Retry-Count when it resends.
+            response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Retry-Count"
             response["Access-Control-Max-Age"] = "86400"
             response["Vary"] = "Origin"
             return response

@@ -8,6 +8,8 @@ SECRET_KEY, ALLOWED_HOSTS, SECURE_SSL_REDIRECT and friends.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -89,6 +91,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         }
+    )
+    # Tests get a file too, not Django's shared-cache in-memory database: there a second
+    # connection (the live server's threads, a Celery worker thread) fails at once with
+    # "table is locked" instead of waiting, which the product never does.
+    DATABASES["default"].setdefault("TEST", {})
+    DATABASES["default"]["TEST"].setdefault(
+        "NAME", str(Path(tempfile.gettempdir()) / f"cdp-test-{os.getpid()}.sqlite3")
     )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 from django.views import defaults
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cdp.errors import json_404, json_500
@@ -21,6 +22,13 @@ from experiments.api import (
     ExperimentStopApi,
 )
 from profiles.api import EventsApi, ProfileDetailApi, ProfileLookupApi
+from profiles.segment_api import (
+    SegmentBatchApi,
+    SegmentBatchShortApi,
+    SegmentMessageApi,
+    SegmentMessageShortApi,
+    SegmentSettingsApi,
+)
 from recommendations.api import RecommendationsApi
 from rules.api import DecideApi, RuleDetailApi, RulesApi, SlotDetailApi, SlotsApi
 from segments.api import SegmentDetailApi, SegmentMembersApi, SegmentPreviewApi, SegmentsApi
@@ -63,6 +71,26 @@ api_v1 = [
     ),
 ]
 
+# Segment-compatible tracking API (docs/segment.md), with analytics.js's short aliases.
+_SEGMENT_TYPES = ["track", "identify", "page", "screen", "alias", "group"]
+segment_v1 = [
+    path("batch", SegmentBatchApi.as_view(), name="segment-batch"),
+    path("b", SegmentBatchShortApi.as_view(), name="segment-b"),
+    *(
+        path(kind, SegmentMessageApi.as_view(message_type=kind), name=f"segment-{kind}")
+        for kind in _SEGMENT_TYPES
+    ),
+    *(
+        path(kind[0], SegmentMessageShortApi.as_view(message_type=kind), name=f"segment-{kind[0]}")
+        for kind in _SEGMENT_TYPES
+    ),
+    path(
+        "projects/<str:write_key>/settings",
+        SegmentSettingsApi.as_view(),
+        name="segment-settings",
+    ),
+]
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -70,6 +98,9 @@ urlpatterns = [
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
     path("api/v1/", include(api_v1)),
+    path("v1/", include(segment_v1)),
+    path("demo/", include("storefront.urls")),
+    path("", RedirectView.as_view(url="/demo/", permanent=False), name="root"),
 ]
 
 

@@ -26,11 +26,6 @@ from rules.models import ContentVariant, Decision, Rule, Slot, Strategy
 
 
 class VariantForm(forms.ModelForm):
-    image_url = forms.URLField(required=False, max_length=1000, assume_scheme="https")
-    cta_url = forms.URLField(
-        label="Call to action URL", required=False, max_length=1000, assume_scheme="https"
-    )
-
     class Meta:
         model = ContentVariant
         fields = ["key", "title", "body", "image_url", "cta_label", "cta_url", "data", "html"]

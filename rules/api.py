@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,7 +26,7 @@ from profiles.models import IdentityKind
 from profiles.validation import Id, errors_by_field
 from rules import decide as decider
 from rules import services
-from rules.models import ContentVariant, Rule, Slot, Strategy
+from rules.models import ContentVariant, Rule, Slot, Strategy, link_validate
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 Text = Field(default=None, min_length=1, max_length=2000)
@@ -273,15 +274,18 @@ class VariantSerializer(serializers.Serializer):
             or not all(isinstance(v, str) for v in cta.values())
         ):
             raise serializers.ValidationError('cta: must be {"label": "…", "url": "…"}')
-        url_field = serializers.URLField(allow_blank=True)
         for name, raw in (
             ("image_url", value.get("image_url", "")),
             ("cta.url", cta.get("url", "")),
         ):
+            if not raw:
+                continue
             try:
-                url_field.run_validation(raw)
-            except serializers.ValidationError as exc:
-                raise serializers.ValidationError(f"{name}: must be a URL") from exc
+                link_validate(raw)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(
+                    f"{name}: must be an http(s) URL or a path starting with /"
+                ) from exc
         if "data" in value and not isinstance(value["data"], dict):
             raise serializers.ValidationError("data: must be an object")
         return value

@@ -11,7 +11,11 @@ Caches and how each one is kept true:
   stale entry costs one snapshot rebuild that follows the merge);
 - the profile snapshot, in Redis under the profile's cache key: deleted when the
   profile changes (events, consent, memberships, merges, erasure), and all of them
-  retired at once by the epoch key after a batch recompute.
+  retired at once by the epoch key after a batch recompute. A change also bumps the
+  profile's generation counter, read in the same MGET: a snapshot is used only while its
+  generation is current, so one built from rows read just before a change, and written
+  just after its invalidation, is never served (a browser's next page asks `/decide`
+  while the last page's events are still arriving by beacon).
 If Redis is unreachable, `/decide` answers from the database (and stops asking Redis
 for a few seconds), never with a 5xx.
 """
@@ -52,6 +56,9 @@ logger = logging.getLogger(__name__)
 VERSION_KEY = "cdp:rules:version"
 EPOCH_KEY = "cdp:snapshot:epoch"
 SNAPSHOT_TTL = 3600
+# Outlives every snapshot written under it (each bump renews it), so an expired
+# counter never makes an old snapshot current again.
+GENERATION_TTL = 2 * SNAPSHOT_TTL
 IDENTITY_TTL = 30.0
 IDENTITY_SHARED_TTL = 24 * 3600
 IDENTITY_MAX = 100_000
@@ -271,13 +278,34 @@ def config_current() -> RulesConfig:
     return _config_for(str(version) if version is not None else ("0" if got is not None else None))
 
 
+def generation_key(profile_id: object) -> str:
+    return f"{profile_cache_key(profile_id)}:gen"
+
+
+def snapshots_forget(*, profile_ids: Iterable[Any]) -> None:
+    """These profiles changed: bump their generations, then drop their snapshots (in
+    that order, so a snapshot written in between carries the old generation)."""
+    ids = list(profile_ids)
+    if not ids:
+        return
+    _cache_call(store().incr, [(generation_key(pid), GENERATION_TTL) for pid in ids])
+    _cache_call(store().delete_many, [profile_cache_key(pid) for pid in ids])
+
+
+def _snapshot_keys(profile_id: uuid.UUID) -> list[str]:
+    return [profile_cache_key(profile_id), generation_key(profile_id)]
+
+
 def _snapshot(
-    profile_id: uuid.UUID, config: RulesConfig, epoch: str, cached: Any, now: datetime
+    profile_id: uuid.UUID, config: RulesConfig, epoch: str, got: Mapping[str, Any], now: datetime
 ) -> Snapshot | None:
+    cached = got.get(profile_cache_key(profile_id))
+    generation = int(got.get(generation_key(profile_id)) or 0)
     if (
         isinstance(cached, Snapshot)
         and cached.config_version == config.version
         and getattr(cached, "epoch", None) == epoch
+        and getattr(cached, "generation", None) == generation
     ):
         return cached
     snap = snapshot_build(profile_id=profile_id, config=config, now=now)
@@ -291,7 +319,15 @@ def _snapshot(
         snap = snapshot_build(profile_id=survivor, config=config, now=now)
         if snap is None:
             return None
+        if survivor != profile_id:  # its generation was not in the MGET
+            generation = int(
+                (_cache_call(store().get_many, [generation_key(survivor)]) or {}).get(
+                    generation_key(survivor)
+                )
+                or 0
+            )
     snap.epoch = epoch
+    snap.generation = generation
     _cache_call(store().set, profile_cache_key(snap.profile_id), snap, SNAPSHOT_TTL)
     return snap
 
@@ -307,8 +343,10 @@ def snapshots_warm(*, profile_ids: list[uuid.UUID], now: datetime | None = None)
     done = 0
     for start in range(0, len(profile_ids), 1000):
         chunk = profile_ids[start : start + 1000]
+        generations = _cache_call(store().get_many, [generation_key(p) for p in chunk]) or {}
         for snap in snapshots_build(profile_ids=chunk, config=config, now=now).values():
             snap.epoch = epoch
+            snap.generation = int(generations.get(generation_key(snap.profile_id)) or 0)
             _cache_call(store().set, profile_cache_key(snap.profile_id), snap, SNAPSHOT_TTL)
             done += 1
         # … and where their identifiers lead, for every process
@@ -332,7 +370,7 @@ def visitor_snapshot(
     visitor = visitor_resolve(keys=identity_keys)
     wanted = [VERSION_KEY, EPOCH_KEY]
     if visitor.profile_id is not None:
-        wanted.append(profile_cache_key(visitor.profile_id))
+        wanted += _snapshot_keys(visitor.profile_id)
     got = _cache_call(store().get_many, wanted)
     if got is None:
         config, got = _config_for(None), {}
@@ -344,7 +382,7 @@ def visitor_snapshot(
             visitor.profile_id,
             config,
             str(got.get(EPOCH_KEY) or "0"),
-            got.get(profile_cache_key(visitor.profile_id)),
+            got,
             now,
         )
     return visitor, snapshot, config
@@ -370,7 +408,7 @@ def decide(
     capped = _capped_keys(config, slots, visitor.key, now) if config else []
     wanted = [VERSION_KEY, EPOCH_KEY, *capped]
     if visitor.profile_id is not None:
-        wanted.append(profile_cache_key(visitor.profile_id))
+        wanted += _snapshot_keys(visitor.profile_id)
     got = _cache_call(store().get_many, wanted)
     if got is None:  # no cache: the database is the truth (slower, still correct)
         config = _config_for(None)
@@ -390,7 +428,7 @@ def decide(
             visitor.profile_id,
             config,
             str(got.get(EPOCH_KEY) or "0"),
-            got.get(profile_cache_key(visitor.profile_id)),
+            got,
             now,
         )
     if snapshot is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 
 
@@ -54,6 +55,21 @@ class Slot(models.Model):
         return self.key
 
 
+LINK_HELP = "An http(s) URL, or a path on the shop's own site such as /sale/."
+_url_validate = URLValidator(schemes=["http", "https"])
+
+
+def link_validate(value: str) -> None:
+    """A link in content: an absolute http(s) URL, or a site-relative path ("/cart/") —
+    the storefront resolves it against its own origin. Protocol-relative "//host" and
+    other schemes (javascript:, data:) are refused."""
+    if value.startswith("/") and not value.startswith("//") and not value.startswith("/\\"):
+        if any(c.isspace() for c in value):
+            raise ValidationError("must not contain spaces")
+        return
+    _url_validate(value)
+
+
 class ContentVariant(models.Model):
     """One piece of content a slot can show: structured fields, free JSON, optional HTML
     (sanitized when saved)."""
@@ -62,9 +78,17 @@ class ContentVariant(models.Model):
     key = models.SlugField(max_length=100)
     title = models.CharField(max_length=300, blank=True)
     body = models.TextField(blank=True)
-    image_url = models.URLField(max_length=1000, blank=True)
+    image_url = models.CharField(
+        max_length=1000, blank=True, validators=[link_validate], help_text=LINK_HELP
+    )
     cta_label = models.CharField("call to action", max_length=200, blank=True)
-    cta_url = models.URLField("call to action URL", max_length=1000, blank=True)
+    cta_url = models.CharField(
+        "call to action URL",
+        max_length=1000,
+        blank=True,
+        validators=[link_validate],
+        help_text=LINK_HELP,
+    )
     data = models.JSONField(default=dict, blank=True, help_text="Any JSON the storefront needs.")
     html = models.TextField(blank=True, help_text="Optional HTML; sanitized on save.")
 

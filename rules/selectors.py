@@ -109,6 +109,7 @@ class Snapshot:
     config_version: str
     built_at: datetime
     epoch: str = "0"  # the snapshot epoch it was built under (rules.decide)
+    generation: int = 0  # the profile's change counter it was built under (rules.decide)
     extra: dict[str, Any] = field(default_factory=dict)  # rules.hooks profile data
 
 

@@ -27,7 +27,6 @@ from django.utils import timezone
 from cdp.audit import audit_record
 from cdp.errors import Conflict, ValidationFailed
 from profiles.models import Event
-from profiles.privacy import profile_cache_key
 from rules import hooks
 from rules.models import CapPeriod, ContentVariant, Decision, Rule, Slot, Strategy
 from rules.signals import decisions_logged
@@ -57,13 +56,9 @@ def config_changed() -> None:
 
 def snapshots_invalidate(*, profile_ids: Iterable[Any]) -> None:
     """Forget the cached snapshots of these profiles (they changed)."""
-    keys = [profile_cache_key(pid) for pid in profile_ids]
-    if not keys:
-        return
-    try:
-        cache.delete_many(keys)
-    except Exception:
-        logger.warning("could not invalidate %d snapshots", len(keys), exc_info=True)
+    from rules.decide import snapshots_forget
+
+    snapshots_forget(profile_ids=profile_ids)
 
 
 def snapshots_retire_all() -> None:

@@ -79,12 +79,24 @@ DEMO_SEGMENTS: list[dict[str, Any]] = [
         "slug": "deal-seekers",
         "name": "Deal Seekers",
         "priority": 0,
-        "description": "Looked at 3 or more low-priced products (≤ 59) in 30 days.",
+        "description": "Looked at 4 or more products on sale in 30 days.",
         "condition": {
             "event": "product_viewed",
             "within": "30d",
-            "where": [{"property": "price", "op": "lte", "value": 59}],
-            "measure": {"fn": "count", "op": "gte", "value": 3},
+            "where": [{"property": "on_sale", "op": "eq", "value": True}],
+            "measure": {"fn": "count", "op": "gte", "value": 4},
+        },
+    },
+    {
+        "slug": "content-explorers",
+        "name": "Content Explorers",
+        "priority": 0,
+        "description": "Stayed 3 minutes or more on at least 2 pages in 30 days (they read).",
+        "condition": {
+            "event": "page_dwell",
+            "within": "30d",
+            "where": [{"property": "seconds", "op": "gte", "value": 180}],
+            "measure": {"fn": "count", "op": "gte", "value": 2},
         },
     },
 ]

@@ -153,6 +153,7 @@ def test_check_deploy_is_clean_with_production_variables():
         "ALLOWED_HOSTS": "cdp.example",
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set by the browser tests, in this process only
 
     # When Django's deployment checklist runs
     result = subprocess.run(

@@ -327,6 +327,32 @@ def test_a_new_event_is_seen_by_the_next_decision(
 
 
 @pytest.mark.django_db
+def test_a_snapshot_read_before_an_event_and_written_after_it_is_never_served(
+    write_client, hero, django_capture_on_commit_callbacks
+):
+    """The race a shop's page change makes: `/decide` for the new page reads the profile
+    while the last page's add_to_cart is arriving by beacon; ingestion commits and
+    invalidates, then `/decide` writes what it read before."""
+    post_events(write_client, {"type": "page", "anonymous_id": "a61"})
+    ask(write_client, {"anonymous_id": "a61", "slots": ["home_hero"]})
+    profile_id = Identity.objects.get(value="a61").profile_id
+    config = decide.config_current()
+    got = decide.store().get_many([decide.generation_key(profile_id)])
+    stale = decide.snapshot_build(profile_id=profile_id, config=config, now=timezone.now())
+    assert stale is not None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post_events(write_client, {"type": "track", "event": "add_to_cart", "anonymous_id": "a61"})
+    # the racing request writes its snapshot, built under the old generation
+    stale.epoch = str(decide.store().get_many([decide.EPOCH_KEY]).get(decide.EPOCH_KEY) or "0")
+    stale.generation = int(got.get(decide.generation_key(profile_id)) or 0)
+    decide.store().set(decide.profile_cache_key(profile_id), stale, decide.SNAPSHOT_TTL)
+
+    after = ask(write_client, {"anonymous_id": "a61", "slots": ["home_hero"]})
+    assert after["decisions"]["home_hero"]["variant"] == "cart"
+
+
+@pytest.mark.django_db
 def test_a_batch_recompute_retires_cached_snapshots(
     write_client, secret_client, db, django_capture_on_commit_callbacks
 ):

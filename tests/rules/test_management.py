@@ -720,3 +720,33 @@ def test_listing_costs_the_same_queries_for_few_or_many(secret_client, path):
         return len(ctx.captured_queries)
 
     assert queries_with(1) == queries_with(5)
+
+
+@pytest.mark.parametrize(
+    "url", ["/demo/cart/", "https://shop.example/cart", "http://x.example/a?b=1"]
+)
+def test_content_links_may_be_site_paths_or_http_urls(secret_client, url):
+    slot = create_slot(
+        secret_client,
+        {
+            **HERO,
+            "variants": [
+                {"key": "welcome", "content": {"title": "Hi", "cta": {"label": "Go", "url": url}}}
+            ],
+        },
+    )
+    assert slot["variants"][0]["content"]["cta"]["url"] == url
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "//evil.example/", "data:text/html,x", "/a b", "cart"]
+)
+def test_content_links_refuse_other_schemes_and_protocol_relative_urls(secret_client, url):
+    body = {
+        **HERO,
+        "variants": [
+            {"key": "welcome", "content": {"title": "Hi", "cta": {"label": "Go", "url": url}}}
+        ],
+    }
+    error = error_of(secret_client.post("/api/v1/slots", body, format="json"), 400)
+    assert "cta.url" in error["message"] or "cta.url" in str(error["details"])
