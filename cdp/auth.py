@@ -35,6 +35,21 @@ def origin_allowed(cred: SourceCredential, request: HttpRequest) -> bool:
     return urlsplit(origin).netloc == request.get_host()
 
 
+def credential_admit(
+    cred: SourceCredential, django_request: HttpRequest
+) -> tuple[AnonymousUser, SourceCredential]:
+    """A valid key, admitted: a write key only from one of its source's origins (and
+    then ApiCorsMiddleware may expose the answer to that origin)."""
+    if cred.kind == "write":
+        if not origin_allowed(cred, django_request):
+            raise exceptions.PermissionDenied(
+                "This origin is not allowed for the source's write key; add it to the "
+                "source's allowed origins."
+            )
+        django_request.cdp_cors_allowed = True  # type: ignore[attr-defined]
+    return AnonymousUser(), cred
+
+
 class SourceKeyAuthentication(BaseAuthentication):
     www_authenticate_realm = "api"
 
@@ -51,16 +66,7 @@ class SourceKeyAuthentication(BaseAuthentication):
         cred = source_credential(raw_key=raw)
         if cred is None:
             raise exceptions.AuthenticationFailed("The key is not valid or was revoked.")
-        django_request = request._request
-        if cred.kind == "write":
-            if not origin_allowed(cred, django_request):
-                raise exceptions.PermissionDenied(
-                    "This origin is not allowed for the source's write key; add it to the "
-                    "source's allowed origins."
-                )
-            # Tells ApiCorsMiddleware it may expose the answer to this origin.
-            django_request.cdp_cors_allowed = True  # type: ignore[attr-defined]
-        return AnonymousUser(), cred
+        return credential_admit(cred, request._request)
 
     def authenticate_header(self, request: Request) -> str:
         return f'Bearer realm="{self.www_authenticate_realm}"'

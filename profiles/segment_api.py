@@ -12,7 +12,6 @@ from typing import IO, Any, Literal
 
 import orjson
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -29,7 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cdp.auth import HasWriteKey, origin_allowed
+from cdp.auth import HasWriteKey, credential_admit, origin_allowed
 from cdp.errors import NotFound, PayloadTooLarge, ValidationFailed
 from cdp.openapi import error_responses
 from cdp.renderers import FastJSONRenderer
@@ -148,16 +147,7 @@ class SegmentKeyAuthentication(BaseAuthentication):
         cred = source_credential(raw_key=raw) if raw else None
         if cred is None:
             raise exceptions.AuthenticationFailed("The write key is not valid or was revoked.")
-        django_request = request._request
-        if cred.kind == "write":
-            if not origin_allowed(cred, django_request):
-                raise exceptions.PermissionDenied(
-                    "This origin is not allowed for the source's write key; add it to the "
-                    "source's allowed origins."
-                )
-            # Tells ApiCorsMiddleware it may expose the answer to this origin.
-            django_request.cdp_cors_allowed = True  # type: ignore[attr-defined]
-        return AnonymousUser(), cred
+        return credential_admit(cred, request._request)
 
     @staticmethod
     def _header_key(request: Request) -> str | None:
