@@ -7,6 +7,8 @@
     python benchmarks/run.py experiments [--exposures 1000000] [--events 10000000] [--reuse]
     python benchmarks/run.py ml [--profiles 100000] [--score-profiles 1000000] [--repeats 2] [--reuse]
     python benchmarks/run.py reco [--interactions 1000000] [--duration 20] [--hot 10000] [--reuse]
+    python benchmarks/run.py seed [--shoppers 2000] [--database sqlite|postgres] [--repeat]
+    python benchmarks/run.py soak [--minutes 10] [--window 30] [--profiles 20000]
 
 Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/cdp_bench; the
 database is dropped and recreated) and wrk (Debian package `wrk`). The servers and wrk
@@ -445,7 +447,25 @@ def main() -> None:
     reco.add_argument(
         "--fine", action="store_true", help="also time item_fields per event (adds overhead)"
     )
+    seed = sub.add_parser("seed")
+    seed.add_argument("--shoppers", type=int, default=2000)
+    seed.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    seed.add_argument("--repeat", action="store_true", help="run seed_demo twice (idempotence)")
+    soak = sub.add_parser("soak")
+    soak.add_argument("--minutes", type=int, default=10)
+    soak.add_argument("--window", type=int, default=30, help="seconds per measured window")
+    soak.add_argument("--profiles", type=int, default=20_000)
     args = parser.parse_args()
+    if args.bench == "soak":
+        from benchmarks.soak_bench import main as soak_main
+
+        soak_main(args.minutes, args.window, args.profiles)
+        return
+    if args.bench == "seed":
+        from benchmarks.seed_bench import main as seed_main
+
+        seed_main(args.shoppers, args.database, args.repeat)
+        return
     if args.bench == "reco":
         from benchmarks.reco_bench import main as reco_main
 

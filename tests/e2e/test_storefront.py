@@ -16,7 +16,7 @@ from cdp.celery import app
 from profiles.models import Event, Identity, Profile
 from recommendations.demo import demo_recommendations_ensure
 from rules.demo import demo_rules_ensure
-from rules.models import Slot
+from rules.models import Rule, Slot
 from segments.demo import demo_segments_ensure
 from segments.models import Membership
 from storefront.catalog import CATEGORIES, products_in
@@ -161,8 +161,9 @@ def test_a_rule_made_in_the_admin_is_served_on_the_shop(
     page.fill("#id_password", "pw-marketer-9")
     page.click("input[type=submit]")
     page.wait_for_url("**/admin/rules/rule/add/")
-    page.fill("#id_name", "Flash sale for everyone on the demo shop")
+    # The key first: once edited, the admin's prepopulate script leaves it alone.
     page.fill("#id_key", "flash-sale-everyone")
+    page.fill("#id_name", "Flash sale for everyone on the demo shop")
     page.select_option("#id_slot", label="home_hero")
     page.fill("#id_condition", '{"context": "page", "op": "startswith", "value": "/demo"}')
     flash = page.locator("#id_variant option", has_text="flash-sale").first.get_attribute("value")
@@ -172,6 +173,7 @@ def test_a_rule_made_in_the_admin_is_served_on_the_shop(
     page.click("input[name=_save]")
     page.wait_for_selector(".messagelist .success")
     shots(page, "admin-rule-saved")
+    assert Rule.objects.get(key="flash-sale-everyone").slot.key == "home_hero"
 
     shopper = browser.new_context(
         viewport={"width": 1280, "height": 800}, user_agent=page.evaluate("navigator.userAgent")
