@@ -2,7 +2,8 @@
 """The README's two commands, with nothing but Python 3.11 and pip on the machine.
 
     python3 dev.py run    install, migrate, load demo data, serve on http://127.0.0.1:8000
-    python3 dev.py test   install, lint (ruff), type-check (mypy), run the test suite
+    python3 dev.py test   install, lint (ruff), type-check (mypy), run the test suite,
+                          audit the pinned dependencies (pip-audit; needs PyPI)
     python3 dev.py bench  install, run the benchmarks (needs PostgreSQL; see docs/benchmarks.md)
 
 Everything is installed into ./.venv from requirements.lock (pinned versions).
@@ -11,6 +12,7 @@ Everything is installed into ./.venv from requirements.lock (pinned versions).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -95,6 +97,65 @@ def test() -> None:
         env={**os.environ, "DATABASE_URL": "sqlite://:memory:"},
     )
     sh(PY, "-m", "pytest", *sys.argv[2:])
+    audit()
+
+
+def audit() -> None:
+    """Known vulnerabilities in the pinned packages (pip-audit, PyPI's advisory data, then
+    OSV's). A vulnerability fails the run; a vulnerability with no fixed release yet goes
+    in AUDIT_IGNORED with its reason. Packages that could not be looked up (the advisory
+    service unreachable, as on machines whose PyPI proxy lacks the per-version JSON API)
+    are listed in a loud banner: an audit that could not run never reads as a clean one."""
+    if os.environ.get("CDP_SKIP_PIP_AUDIT") == "1":
+        print("\n*** pip-audit SKIPPED (CDP_SKIP_PIP_AUDIT=1): dependencies NOT audited ***\n")
+        return
+    ignored = [arg for vuln in AUDIT_IGNORED for arg in ("--ignore-vuln", vuln)]
+    skipped: list[str] = []
+    failures: list[str] = []
+    for service in ("pypi", "osv"):
+        report = VENV / f"pip-audit-{service}.json"
+        args = [BIN / "pip-audit", "-r", LOCK, "--no-deps", "--disable-pip", "-s", service]
+        args += ["--progress-spinner", "off", "-f", "json", "-o", report, *ignored]
+        print("+", " ".join(str(a) for a in args), flush=True)
+        result = subprocess.run([str(a) for a in args], cwd=ROOT, capture_output=True, text=True)
+        try:
+            found = json.loads(report.read_text())["dependencies"]
+        except (OSError, ValueError, KeyError):
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            failures.append(f"{service}: {last[:200]}")
+            continue
+        vulnerable = [d for d in found if d.get("vulns")]
+        if vulnerable:
+            for dep in vulnerable:
+                ids = ", ".join(
+                    v["id"] + " (fixed in " + ",".join(v.get("fix_versions") or ["-"]) + ")"
+                    for v in dep["vulns"]
+                )
+                print(f"VULNERABLE {dep['name']} {dep.get('version', '')}: {ids}", flush=True)
+            sys.exit(
+                "pip-audit: pinned packages have known vulnerabilities; raise their pins in "
+                "requirements.lock (docs/operations.md, Security)."
+            )
+        skipped = [d["name"] for d in found if d.get("skip_reason")]
+        if not skipped:
+            print(f"pip-audit ({service}): {len(found)} pinned packages, no known vulnerabilities")
+            return
+    print(
+        "\n" + "*" * 78 + "\n*** DEPENDENCIES NOT FULLY AUDITED: "
+        f"{len(skipped)} pinned package(s) could not be looked up\n*** (no advisory "
+        "service answered from this machine): "
+        + ", ".join(skipped[:8])
+        + (" …" if len(skipped) > 8 else "")
+        + "".join(f"\n*** {f}" for f in failures)
+        + "\n"
+        + "*" * 78
+        + "\n",
+        flush=True,
+    )
+
+
+# Vulnerability id -> why it is accepted for now (only ones without a fixed release).
+AUDIT_IGNORED: dict[str, str] = {}
 
 
 def bench() -> None:

@@ -72,6 +72,27 @@ def _slope_per_minute(points: list[tuple[float, float]]) -> float:
     return round(60 * sum((x - mx) * (y - my) for x, y in points) / var, 2)
 
 
+def _scrape(url: str) -> dict[str, float]:
+    """A few sums from the server's own /metrics (loopback, multiprocess mode)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        for key, prefix in (
+            ("snapshot_hits", 'cdp_cache_hits_total{cache="decide_snapshot"'),
+            ("snapshot_misses", 'cdp_cache_misses_total{cache="decide_snapshot"'),
+            ("http_5xx", "cdp_http_requests_total{"),
+            ("events_accepted", "cdp_events_accepted_total"),
+        ):
+            if name.startswith(prefix) and (key != "http_5xx" or 'status="5xx"' in name):
+                sums[key] = sums.get(key, 0.0) + float(value)
+    return sums
+
+
 def _wrk_into(
     results: dict[str, dict[str, Any]],
     name: str,
@@ -179,6 +200,19 @@ def main(minutes: int, window: int, profiles: int) -> dict[str, Any]:
         Segment.objects.create(slug=slug, name=slug, condition=condition, refresh="realtime")
     segments_recompute_all()
     setup_rules([s for s, _, _ in SEGMENTS])
+    # The decide visitors' snapshots are warm, as on a shop that has been running (the
+    # `/decide` benchmark measures the cold path on its own).
+    from profiles.models import Identity
+    from rules.decide import snapshots_warm
+
+    hot = min(profiles, 10_000)
+    snapshots_warm(
+        profile_ids=list(
+            Identity.objects.filter(
+                kind="anonymous_id", value__in=[f"v{i}" for i in range(1, hot + 1)]
+            ).values_list("profile_id", flat=True)
+        )
+    )
     from django.db import connection
 
     connection.close()
@@ -186,7 +220,10 @@ def main(minutes: int, window: int, profiles: int) -> dict[str, Any]:
     r = redis.Redis.from_url(redis_url)
     template = Path(tempfile.mkstemp(suffix=".json")[1])
     template.write_text(runner.batch_template(50, visitors_per_batch=10))
+    metrics_dir = tempfile.mkdtemp(prefix="cdp-soak-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     server = runner.Server("granian", db_url, redis_url)
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     worker_env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -224,7 +261,7 @@ def main(minutes: int, window: int, profiles: int) -> dict[str, Any]:
             "BENCH_RUN": f"soak{int(time.time())}",
             "BENCH_GROUPS": "200",
         }
-        decide_env = {"BENCH_KEY": keys["write_key"], "BENCH_HOT": str(min(profiles, 10_000))}
+        decide_env = {"BENCH_KEY": keys["write_key"], "BENCH_HOT": str(hot)}
         for n in range(max(1, minutes * 60 // window)):
             results: dict[str, dict[str, Any]] = {}
 
@@ -255,6 +292,8 @@ def main(minutes: int, window: int, profiles: int) -> dict[str, Any]:
             accepted += (ing["requests"] - ing["non_2xx"]) * 50
             answered += dec["requests"] - dec["non_2xx"]
             info = r.info("memory")
+            scraped = _scrape(f"{runner.BASE}/metrics")
+            hits, misses = scraped.get("snapshot_hits", 0), scraped.get("snapshot_misses", 0)
             row = {
                 "window": n + 1,
                 "elapsed_s": round(time.monotonic() - started),
@@ -271,6 +310,9 @@ def main(minutes: int, window: int, profiles: int) -> dict[str, Any]:
                 "redis_mb": round(info["used_memory"] / 2**20, 1),
                 "queue_depth": int(r.llen("celery")),
                 "decision_buffer": int(r.llen(QUEUE_KEY)),
+                "snapshot_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+                "server_5xx_total": scraped.get("http_5xx", 0),
+                "server_events_accepted_total": scraped.get("events_accepted", 0),
             }
             windows.append(row)
             print(json.dumps(row), flush=True)

@@ -6,4 +6,8 @@ class CdpConfig(AppConfig):
     verbose_name = "CDP"
 
     def ready(self) -> None:
-        from cdp import openapi  # noqa: F401  (registers the OpenAPI auth extension)
+        from cdp import (
+            login_throttle,  # noqa: F401  (counts failed admin logins)
+            openapi,  # noqa: F401  (registers the OpenAPI auth extension)
+            throttles,  # noqa: F401  (registers the rate-limit settings check)
+        )

@@ -5,13 +5,24 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
+import psycopg
+import redis
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, JsonResponse
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+# Redis being away, as the cache (redis-py) and Celery's publishing (kombu) report it.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, BrokerError)
 
 
 class ApplicationError(Exception):
@@ -64,6 +75,50 @@ _DRF_CODES: dict[type[exceptions.APIException], str] = {
 }
 
 
+# A database that is away or busy is the client's cue to try again, not a bug: a 503 with
+# Retry-After. SQLSTATEs: connection exceptions (class 08), the server shutting down or
+# not accepting connections yet (57P01-57P03), too many connections (53300); and the
+# transient conflicts that outlived the service's own retries (deadlock, serialization).
+DATABASE_RETRY_AFTER_SECONDS = 5
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_BUSY_SQLSTATES = ("40P01", "40001", "55P03")
+
+
+def database_error_code(exc: BaseException | None) -> str | None:
+    """`database_unavailable` or `database_busy` when `exc` says the database cannot
+    serve right now (a retry may succeed), None for anything else (a bad query is a bug).
+    """
+    if isinstance(exc, InterfaceError | psycopg.InterfaceError):
+        return "database_unavailable"  # e.g. "connection already closed"
+    if not isinstance(exc, OperationalError | psycopg.OperationalError):
+        return None
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    if isinstance(cause, psycopg.Error):
+        code = cause.sqlstate
+        if code is None or code.startswith(_UNAVAILABLE_SQLSTATES):
+            return "database_unavailable"  # no SQLSTATE: the connection itself failed
+        return "database_busy" if code in _BUSY_SQLSTATES else None
+    return "database_busy" if "locked" in str(exc) else None  # SQLite's one writer
+
+
+_DATABASE_MESSAGES = {
+    "database_unavailable": "The database is unavailable; nothing was stored. Try again shortly.",
+    "database_busy": "The database is busy; nothing was stored. Try again shortly.",
+}
+
+
+def database_error_response(exc: BaseException | None) -> JsonResponse | None:
+    """The 503 for a database that cannot serve, or None when `exc` is something else."""
+    code = database_error_code(exc)
+    if code is None:
+        return None
+    # The type only: a database message can quote row values.
+    logger.warning("%s: %s", code, type(exc).__name__)
+    response = JsonResponse(error_body(code, _DATABASE_MESSAGES[code]), status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER. Returns None (a 500) only for genuine bugs."""
     if isinstance(exc, ApplicationError):
@@ -77,6 +132,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    code = database_error_code(exc)
+    if code is not None:
+        logger.warning("%s: %s", code, type(exc).__name__)
+        return Response(
+            error_body(code, _DATABASE_MESSAGES[code]),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
     if not isinstance(exc, exceptions.APIException):
         return None
 
@@ -101,4 +164,22 @@ def json_404(request: HttpRequest, exception: Exception | None = None) -> JsonRe
 
 
 def json_500(request: HttpRequest) -> JsonResponse:
+    # Django calls handler500 inside its `except`: the exception is at hand.
+    unavailable = database_error_response(sys.exc_info()[1])
+    if unavailable is not None:
+        return unavailable
     return JsonResponse(error_body("server_error", "Internal error."), status=500)
+
+
+def page_503(request: HttpRequest) -> HttpResponse | None:
+    """For pages (the admin, the demo shop): a plain 503 with Retry-After when the error
+    being handled is the database's, else None (the usual 500 page)."""
+    if database_error_code(sys.exc_info()[1]) is None:
+        return None
+    response = HttpResponse(
+        "Service unavailable: the database cannot be reached. Try again shortly.\n",
+        status=503,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response

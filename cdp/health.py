@@ -12,10 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cdp.metrics import readiness_failures
+
 
 class HealthzApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes: list = []  # a load balancer's probes are never rate limited
 
     @extend_schema(
         summary="Liveness",
@@ -29,9 +32,10 @@ class HealthzApi(APIView):
 class ReadyzApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes: list = []  # a load balancer's probes are never rate limited
 
     @extend_schema(
-        summary="Readiness: the database and (if configured) Redis answer",
+        summary="Readiness: the database, Redis and a separate broker (if configured) answer",
         responses={
             200: inline_serializer(
                 "Readyz", {"status": serializers.CharField(), "checks": serializers.DictField()}
@@ -44,22 +48,78 @@ class ReadyzApi(APIView):
         tags=["operations"],
     )
     def get(self, request: Request) -> Response:
-        checks: dict[str, str] = {}
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"error: {type(exc).__name__}"
-        if settings.REDIS_URL:
-            try:
-                cache.set("readyz", "1", 5)
-                checks["redis"] = "ok" if cache.get("readyz") == "1" else "error: no read-back"
-            except Exception as exc:
-                checks["redis"] = f"error: {type(exc).__name__}"
+        checks: dict[str, str] = {"database": _check_database()}
+        if _cache_is_redis():
+            checks["redis"] = _check_cache()
+        broker = _separate_broker_url()
+        if broker:
+            checks["broker"] = _check_redis_url(broker)
+        for name, result in checks.items():
+            if result != "ok":
+                readiness_failures.labels(check=name).inc()
         ok = all(v == "ok" for v in checks.values())
         return Response(
             {"status": "ok" if ok else "unavailable", "checks": checks},
             status=200 if ok else 503,
             headers={} if ok else {"Retry-After": "5"},
         )
+
+
+# Each check answers within about a second even when its service is a black hole: the
+# cache's own client has 0.5 s timeouts (settings.CACHES), the broker probe too.
+PROBE_TIMEOUT_SECONDS = 0.5
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def _cache_is_redis() -> bool:
+    return "redis" in str(settings.CACHES["default"]["BACKEND"]).lower()
+
+
+def _check_cache() -> str:
+    # The process's own cache connection: what /decide and the key cache really use.
+    try:
+        cache.set("readyz", "1", 5)
+        return "ok" if cache.get("readyz") == "1" else "error: no read-back"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def _separate_broker_url() -> str | None:
+    """The Celery broker's URL when it is a Redis other than the cache's (the cache
+    check covers a shared one; the embedded memory broker has nothing to probe)."""
+    broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    if not broker.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    if _cache_is_redis() and broker in (
+        settings.CACHES["default"].get("LOCATION"),
+        settings.REDIS_URL,
+    ):
+        return None
+    return broker
+
+
+def _check_redis_url(url: str) -> str:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
+        socket_timeout=PROBE_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        return "ok" if client.ping() else "error: no pong"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    finally:
+        client.close()

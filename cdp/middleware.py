@@ -36,5 +36,8 @@ class ApiCorsMiddleware:
         response = self.get_response(request)
         if is_api and origin and getattr(request, "cdp_cors_allowed", False):
             response["Access-Control-Allow-Origin"] = origin
+            # The SDKs wait as long as a 429 (or 503) says; a browser hides the header
+            # from a cross-origin script unless it is exposed.
+            response["Access-Control-Expose-Headers"] = "Retry-After"
             response["Vary"] = "Origin"
         return response

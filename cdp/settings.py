@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -48,8 +49,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: its request metrics and access log cover every other middleware.
+    "cdp.observability.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "cdp.security.BodyLimitMiddleware",
+    "cdp.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "cdp.security.ContentSecurityPolicyMiddleware",
     "cdp.middleware.ApiCorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -125,6 +131,13 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redis has no acks: a task whose whole worker died (SIGKILL, OOM, a lost node) goes back
+# to the queue only after this many seconds, so it must outlast the longest task (model
+# training, a full recompute), or a running task is handed to a second worker too. A
+# killed pool child is re-queued at once by its parent (reject on worker lost).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
@@ -166,7 +179,27 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+# The HTML pages' policy (cdp.security; docs/operations.md "Security"). Scripts only from
+# this origin, inline ones only with the request's nonce (`{{ request.csp_nonce }}`); the
+# admin additionally allows style attributes. The JSON API sends none (a JSON answer runs
+# nothing, and the browser SDK's CORS calls are governed by the shop page's policy).
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/", "/v1/", "/healthz", "/readyz", "/metrics"],
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -196,16 +229,59 @@ STORAGES = {
 # Request bodies: the events endpoint enforces its own limits (413) before Django's.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
+# --- Logs and metrics (docs/operations.md "Metrics and logs") ------------------------------
+# LOG_FORMAT=json (production default): one JSON object a line; plain: for a terminal.
+# Every line goes through the PII filter and a scrubbing formatter (cdp.observability).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ValueError(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
+# One access line per request (route pattern, method, status, duration, request id).
+CDP_ACCESS_LOG = env.bool("CDP_ACCESS_LOG", default=True)
+# Bearer token for GET /metrics; unset: staff sessions and direct loopback calls only.
+CDP_METRICS_TOKEN = env.str("CDP_METRICS_TOKEN", default="")
+# Prometheus scrapes the web process itself, over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^metrics$"]
+# Celery workers log through this configuration too, not Celery's own root handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_context": {"()": "cdp.observability.RequestContextFilter"},
+        "pii": {"()": "cdp.observability.PiiScrubFilter"},
+    },
+    "formatters": {
+        "plain": {"()": "cdp.observability.PlainFormatter"},
+        "json": {"()": "cdp.observability.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_context", "pii"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own handlers (console in DEBUG, mail_admins) would print unscrubbed
+        # copies: its records go to the root handler only.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # runserver's own line repeats cdp.access's, with the raw path: errors only.
+        "django.server": {"handlers": [], "level": "WARNING", "propagate": True},
+    },
 }
 
 # --- API ----------------------------------------------------------------------------------
+# Rate limits (docs/api.md "Rate limits"), "<requests>/<s|min|h|day>" or "off", e.g.
+# CDP_RATE_LIMITS="write_key=20000/s,client_ip=100/s". A shop's whole browser traffic shares
+# its write key, so that limit is high; one address is one browser (or one NAT).
+RATE_LIMITS = {
+    "write_key": "5000/s",
+    "secret_key": "1000/s",
+    "client_ip": "50/s",
+    **env.dict("CDP_RATE_LIMITS", default={}),
+}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "cdp.auth.SourceKeyAuthentication",
@@ -219,6 +295,12 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "cdp.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["cdp.throttles.ApiRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": RATE_LIMITS,
+    # How many proxies in front of the app append to X-Forwarded-For; unset: the header
+    # is ignored and the client is REMOTE_ADDR (set it behind a load balancer, or every
+    # browser shares the proxy's address and its per-IP limit).
+    "NUM_PROXIES": env.int("CDP_NUM_PROXIES", default=None),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CDP API",
@@ -234,6 +316,11 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     # pydantic emits JSON Schema 2020-12 (nullable as anyOf null), which is OpenAPI 3.1.
     "OAS_VERSION": "3.1.0",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "cdp.openapi.nullable_as_any_of",
+        "cdp.openapi.throttled_and_unavailable",
+    ],
 }
 
 # --- Product settings ---------------------------------------------------------------------

@@ -5,8 +5,10 @@ from django.views import defaults
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from cdp.errors import json_404, json_500
+from cdp.errors import json_404, json_500, page_503
 from cdp.health import HealthzApi, ReadyzApi
+from cdp.login_throttle import admin_login
+from cdp.metrics import metrics_view
 from consent.api import (
     ConsentApi,
     PrivacyRequestDetailApi,
@@ -92,11 +94,15 @@ segment_v1 = [
 ]
 
 urlpatterns = [
+    # Before the admin's own URLs: its login, refusing locked-out attempts.
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
+    # Prometheus (operators: token, staff or loopback); not in the OpenAPI document.
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("v1/", include(segment_v1)),
     path("demo/", include("storefront.urls")),
@@ -113,4 +119,4 @@ def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
 def handler500(request: HttpRequest) -> HttpResponse:
     if request.path.startswith(("/api/", "/v1/")):
         return json_500(request)
-    return defaults.server_error(request)
+    return page_503(request) or defaults.server_error(request)

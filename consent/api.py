@@ -271,7 +271,21 @@ class PrivacyRequestExportApi(APIView):
     @extend_schema(
         operation_id="privacy_requests_export",
         summary="Download the access export bundle (JSON)",
-        responses={(200, "application/json"): bytes, **error_responses(401, 403, 404)},
+        responses={
+            (200, "application/json"): inline_serializer(
+                "PrivacyExport",
+                {
+                    "request": serializers.UUIDField(),
+                    "generated_at": serializers.DateTimeField(),
+                    "found": serializers.BooleanField(),
+                    "sections": serializers.DictField(
+                        child=serializers.ListField(child=serializers.DictField()),
+                        help_text="Every record held about the person, by table.",
+                    ),
+                },
+            ),
+            **error_responses(401, 403, 404),
+        },
         tags=["privacy"],
     )
     def get(self, request: Request, request_id: uuid.UUID) -> FileResponse:

@@ -27,7 +27,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from jsonschema import Draft202012Validator
 
-from cdp.metrics import events_dropped
+from cdp.metrics import events_accepted, events_dropped, events_duplicates, events_rejected
 from profiles import hooks as ingest_hooks
 from profiles import keys
 from profiles.attributes import (
@@ -942,6 +942,13 @@ def events_ingest(
         profile_ids=sorted({p.profile_id for p in stored if p.profile_id}, key=str),
         dropped=dropped,
     )
+    # Once per batch: a few increments, whatever the batch size.
+    if outcome.accepted:
+        events_accepted.inc(outcome.accepted)
+    if outcome.duplicates:
+        events_duplicates.inc(outcome.duplicates)
+    if rejected:
+        events_rejected.inc(len(rejected))
     for reason, count in dropped.items():
         events_dropped.labels(reason=reason).inc(count)
     return outcome

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from cdp.metrics import source_key_hits, source_key_misses
 from profiles import keys
 from profiles.models import Event, Identity, IdentityKind, Profile, Source
 from profiles.stats import engagement_at
@@ -45,7 +46,9 @@ def source_credential(*, raw_key: str) -> SourceCredential | None:
     hit = _KEY_CACHE.get(digest)
     if hit is not None and hit[0] > now:
         _KEY_CACHE.move_to_end(digest)
+        source_key_hits.inc()
         return hit[1]
+    source_key_misses.inc()
     cred: SourceCredential | None = None
     if raw_key.startswith(keys.WRITE_PREFIX):
         source = Source.objects.filter(write_key_hash=digest, is_active=True).first()

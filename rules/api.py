@@ -253,7 +253,22 @@ class DecideApi(APIView):
 # --- Management API --------------------------------------------------------------------------
 
 
-class VariantSerializer(serializers.Serializer):
+class WholeSerializer(serializers.Serializer):
+    """A nested object that a PATCH cannot make partial.
+
+    DRF applies the root's `partial` at every depth, which would let a PATCH through with
+    a variant or scoring item missing its required fields; nested ones come whole.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not getattr(self.root, "partial", False):
+            return super().to_internal_value(data)
+        whole = type(self)(data=data)
+        whole.is_valid(raise_exception=True)
+        return whole.validated_data
+
+
+class VariantSerializer(WholeSerializer):
     key = serializers.SlugField(max_length=100)
     content = serializers.DictField(required=False, default=dict)
 
@@ -460,12 +475,12 @@ class SlotDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class FrequencyCapSerializer(serializers.Serializer):
+class FrequencyCapSerializer(WholeSerializer):
     count = serializers.IntegerField(min_value=1)
     per = serializers.ChoiceField(choices=["day", "week", "session"])
 
 
-class ScoringItemSerializer(serializers.Serializer):
+class ScoringItemSerializer(WholeSerializer):
     condition = serializers.JSONField()
     points = serializers.FloatField()
 

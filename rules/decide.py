@@ -38,6 +38,7 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
+from cdp.metrics import decide_snapshot_hits, decide_snapshot_misses
 from profiles.models import Identity, Profile
 from profiles.privacy import identity_cache_key, profile_cache_key
 from rules import decisionlog, hooks
@@ -70,13 +71,17 @@ _config: RulesConfig | None = None
 _config_loaded_at = 0.0
 _identities: OrderedDict[tuple[str, str], tuple[float, uuid.UUID]] = OrderedDict()
 _cache_down_until = 0.0
+# Set while the cache is away: the invalidations skipped meanwhile are lost, so snapshots
+# cached before the outage may be stale once it is back (if it kept its data).
+_retire_on_recovery = False
 
 
 def reset() -> None:
     """Forget every in-process cache (tests; a process that wants a cold start)."""
-    global _config, _config_loaded_at, _cache_down_until, _store
+    global _config, _config_loaded_at, _cache_down_until, _store, _retire_on_recovery
     with _lock:
         _config, _config_loaded_at, _cache_down_until, _store = None, 0.0, 0.0, None
+        _retire_on_recovery = False
         _identities.clear()
 
 
@@ -89,7 +94,7 @@ class _DjangoStore:
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         return cache.get_many(keys)
 
-    def set(self, key: str, value: Any, ttl: int) -> None:
+    def set(self, key: str, value: Any, ttl: int | None) -> None:
         cache.set(key, value, ttl)
 
     def delete_many(self, keys: list[str]) -> None:
@@ -128,7 +133,7 @@ class _RedisStore:
         values = self.client.mget([cache.make_key(k) for k in keys])
         return {k: self._load(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
-    def set(self, key: str, value: Any, ttl: int) -> None:
+    def set(self, key: str, value: Any, ttl: int | None) -> None:
         raw = value if type(value) is int else pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         self.client.set(cache.make_key(key), raw, ex=ttl)
 
@@ -160,15 +165,23 @@ def store() -> _DjangoStore | _RedisStore:
 
 
 def _cache_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call the cache; None (and a pause of CACHE_RETRY_AFTER) when it is unreachable."""
-    global _cache_down_until
+    """Call the cache; None (and a pause of CACHE_RETRY_AFTER) when it is unreachable.
+    The first call that reaches it again retires every cached snapshot: the changes made
+    meanwhile could not drop theirs."""
+    global _cache_down_until, _retire_on_recovery
     if time.monotonic() < _cache_down_until:
+        _retire_on_recovery = True
         return None
     try:
+        if _retire_on_recovery:
+            store().set(EPOCH_KEY, uuid.uuid4().hex, None)
+            _retire_on_recovery = False
+            logger.info("cache reachable again: cached snapshots retired")
         return fn(*args, **kwargs)
     except Exception:  # redis-py raises ConnectionError, TimeoutError, ...
         logger.warning("cache unreachable: /decide answers from the database", exc_info=True)
         _cache_down_until = time.monotonic() + CACHE_RETRY_AFTER
+        _retire_on_recovery = True
         return None
 
 
@@ -307,7 +320,9 @@ def _snapshot(
         and getattr(cached, "epoch", None) == epoch
         and getattr(cached, "generation", None) == generation
     ):
+        decide_snapshot_hits.inc()
         return cached
+    decide_snapshot_misses.inc()
     snap = snapshot_build(profile_id=profile_id, config=config, now=now)
     if snap is None:
         # The profile was merged away since its identity was cached: follow the merge.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta
@@ -18,7 +19,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from cdp.audit import audit_record
-from cdp.errors import ValidationFailed
+from cdp.errors import REDIS_ERRORS, ValidationFailed
+from cdp.metrics import segment_kind, segment_recompute_duration
 from segments.compiler import compile_condition
 from segments.conditions import ConditionError, evaluate, referenced_segments, validate
 from segments.conditions.language import event_names, max_window, uses
@@ -260,6 +262,9 @@ def segment_recompute(*, segment: Segment, now: datetime | None = None) -> Segme
             removed=removed,
             duration_ms=int((time.monotonic() - started) * 1000),
         )
+    segment_recompute_duration.labels(segment_kind(uses(segment.condition))).observe(
+        time.monotonic() - started
+    )
     return point
 
 
@@ -416,18 +421,25 @@ def realtime_flag_reset() -> None:
 
 def realtime_refresh_enqueue(*, profile_ids: Iterable[uuid.UUID]) -> None:
     """Coalesce: a profile already queued is not queued again; the queued task runs after
-    a short delay and reads everything committed by then, so a burst costs one evaluation."""
+    a short delay and reads everything committed by then, so a burst costs one evaluation.
+    Without Redis nothing is queued (the events are stored all the same): the scheduled
+    recompute brings those memberships up to date."""
     from segments.tasks import segments_profiles_refresh
 
     if not _realtime_segments_exist():
         return
     keys = {f"cdp:segrt:{pid}": str(pid) for pid in profile_ids}
-    # Two round trips per batch, not one per profile; a race costs one extra evaluation.
-    queued = cache.get_many(list(keys))
-    fresh = [pid for key, pid in keys.items() if key not in queued]
-    if fresh:
-        cache.set_many({f"cdp:segrt:{pid}": 1 for pid in fresh}, timeout=30)
-        segments_profiles_refresh.apply_async(args=(fresh,), countdown=REALTIME_DELAY_SECONDS)
+    try:
+        # Two round trips per batch, not one per profile; a race costs one extra evaluation.
+        queued = cache.get_many(list(keys))
+        fresh = [pid for key, pid in keys.items() if key not in queued]
+        if fresh:
+            cache.set_many({f"cdp:segrt:{pid}": 1 for pid in fresh}, timeout=30)
+            segments_profiles_refresh.apply_async(args=(fresh,), countdown=REALTIME_DELAY_SECONDS)
+    except REDIS_ERRORS as exc:
+        logger.warning(
+            "real-time segment refresh of %d profiles not queued: %s", len(keys), type(exc).__name__
+        )
 
 
 def realtime_refresh(
@@ -454,22 +466,18 @@ def realtime_refresh(
     added = removed = 0
     changed: set[uuid.UUID] = set()
     with transaction.atomic():
+        # These profiles' memberships in every segment, in one query (not two per
+        # segment), kept current in memory as the pass moves them.
+        members: dict[int, set[uuid.UUID]] = defaultdict(set)
+        for segment_id, profile_id in Membership.objects.filter(
+            profile_id__in=list(facts)
+        ).values_list("segment_id", "profile_id"):
+            members[segment_id].add(profile_id)
         for segment in segments:
-            higher = set(_higher_in_group(segment))
-            current = set(
-                Membership.objects.filter(segment=segment, profile_id__in=facts).values_list(
-                    "profile_id", flat=True
-                )
-            )
-            blocked = (
-                set(
-                    Membership.objects.filter(
-                        segment_id__in=higher, profile_id__in=facts
-                    ).values_list("profile_id", flat=True)
-                )
-                if higher
-                else set()
-            )
+            current = set(members[segment.pk])
+            blocked: set[uuid.UUID] = set()
+            for higher in _higher_in_group(segment):
+                blocked |= members[higher]
             should = {
                 pid
                 for pid, f in facts.items()
@@ -477,6 +485,7 @@ def realtime_refresh(
             }
             join, leave = should - current, current - should
             changed |= join | leave
+            members[segment.pk] = (current - leave) | join
             if leave:
                 Membership.objects.filter(segment=segment, profile_id__in=leave).delete()
             if join:

@@ -15,14 +15,30 @@ from profiles.selectors import source_key_cache_clear
 from profiles.services import SourceKeys, source_create
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _generous_rate_limits() -> Iterator[None]:
+    """Tests (and their live servers) send far faster than a browser from one address;
+    tests/cdp/test_throttles.py sets low limits where it proves them."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    rates = dict.fromkeys(("write_key", "secret_key", "client_ip"), "1000000/s")
+    with override_settings(
+        REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    ):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
+    from cdp import throttles
     from recommendations import selectors as reco_selectors
     from rules import decide, decisionlog
     from segments.ml.services import models_cache_reset
     from segments.services import realtime_flag_reset
 
     realtime_flag_reset()
+    throttles.local_counts_reset()
     models_cache_reset()
     reco_selectors.reset()
     decide.reset()

@@ -24,6 +24,7 @@ from django.utils import timezone
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from cdp.audit import audit_record
+from cdp.errors import REDIS_ERRORS
 from cdp.jobs import JobProgress, Progress
 from cdp.models import JobStatus
 from profiles.models import Event
@@ -186,6 +187,8 @@ def clustering_run_execute(
     the score `<key>`, make every cluster a segment, and recompute those segments."""
     if run_id is not None:
         run = ClusteringRun.objects.select_related("clustering").get(pk=run_id)
+        if run.status == JobStatus.DONE:  # delivered twice: it is done
+            return run
     else:
         assert clustering is not None
         run = ClusteringRun.objects.create(clustering=clustering, requested_by=requested_by)
@@ -453,6 +456,10 @@ def predictor_train_execute(
     version, and (if it became current) score every profile."""
     if version_id is not None:
         version = PredictorVersion.objects.select_related("predictor").get(pk=version_id)
+        if version.status == JobStatus.DONE:
+            # A second delivery of the same task (the broker re-queues a task whose worker
+            # it lost track of): training again could demote a newer version.
+            return version
     else:
         assert predictor is not None
         version = _new_version(predictor, requested_by)
@@ -710,11 +717,17 @@ def realtime_enqueue(*, profile_ids: Iterable[uuid.UUID]) -> None:
     if not _current_models():
         return
     keys = {f"cdp:mlrt:{pid}": str(pid) for pid in profile_ids}
-    queued = cache.get_many(list(keys))
-    fresh = [pid for key, pid in keys.items() if key not in queued]
-    if fresh:
-        cache.set_many({f"cdp:mlrt:{pid}": 1 for pid in fresh}, timeout=30)
-        ml_profiles_assign.apply_async(args=(fresh,), countdown=0.2)
+    try:
+        queued = cache.get_many(list(keys))
+        fresh = [pid for key, pid in keys.items() if key not in queued]
+        if fresh:
+            cache.set_many({f"cdp:mlrt:{pid}": 1 for pid in fresh}, timeout=30)
+            ml_profiles_assign.apply_async(args=(fresh,), countdown=0.2)
+    except REDIS_ERRORS as exc:
+        # Without Redis the events are stored all the same; the daily scoring catches up.
+        logger.warning(
+            "real-time scoring of %d profiles not queued: %s", len(keys), type(exc).__name__
+        )
 
 
 def realtime_assign(*, profile_ids: list[uuid.UUID], now: datetime | None = None) -> int:

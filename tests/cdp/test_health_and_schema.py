@@ -7,11 +7,13 @@ import secrets
 import string
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 from drf_spectacular.validation import validate_schema
 from jsonschema import Draft202012Validator
 
@@ -41,6 +43,52 @@ def test_readyz_reports_each_dependency_ok(anon_client):
         assert body["checks"]["redis"] == "ok"
     else:
         assert "redis" not in body["checks"]
+    # a broker on the cache's Redis is covered by the cache check
+    assert "broker" not in body["checks"]
+
+
+# Nothing listens here: a dead Redis, without touching the shared one.
+CLOSED_REDIS = "redis://127.0.0.1:6399/0"
+DEAD_CACHE = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CLOSED_REDIS,
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+}
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_with_retry_after_when_redis_is_unreachable(anon_client):
+    # Given the cache pointed at a Redis that does not answer
+    with override_settings(REDIS_URL=CLOSED_REDIS, CACHES=DEAD_CACHE):
+        # When the orchestrator asks
+        started = time.monotonic()
+        response = anon_client.get("/readyz")
+        elapsed = time.monotonic() - started
+
+    # Then the process is not ready, says why, and when to ask again — promptly
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "5"
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"].startswith("error: ")
+    assert elapsed < 3
+
+
+@pytest.mark.django_db
+def test_readyz_checks_a_separate_broker(anon_client):
+    # Given a Celery broker on a Redis of its own, which is down
+    with override_settings(CELERY_BROKER_URL="redis://127.0.0.1:6399/1"):
+        response = anon_client.get("/readyz")
+
+    # Then readiness fails on the broker alone
+    assert response.status_code == 503, response.content
+    checks = response.json()["checks"]
+    assert checks["broker"].startswith("error: ")
+    assert checks["database"] == "ok"
+    assert all(v == "ok" for k, v in checks.items() if k != "broker")
 
 
 @pytest.fixture
@@ -93,6 +141,21 @@ def test_every_api_operation_documents_its_4xx_answers(openapi):
         codes = set(op["responses"])
         assert {"401", "403"} <= codes, (path, method, codes)
         assert any(c.startswith("4") for c in codes - {"401", "403"}), (path, method, codes)
+
+
+def test_every_throttled_operation_documents_429_and_503_with_retry_after(openapi):
+    # Any keyed call may be rate limited or meet a database outage: a client must know
+    # both answers and how long to wait, whatever the endpoint
+    for path, ops in openapi["paths"].items():
+        for method, op in ops.items():
+            if "operations" in op.get("tags", []):  # the health probes: never throttled
+                continue
+            for code in ("429", "503"):
+                answer = op["responses"].get(code)
+                assert answer is not None, (method, path, code)
+                assert "Retry-After" in answer["headers"], (method, path, code)
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Error"}, (method, path)
 
 
 def test_error_answers_use_the_error_envelope(openapi):
@@ -178,3 +241,35 @@ def test_unknown_api_url_is_a_json_404(anon_client):
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def documented_body(openapi: dict[str, Any], path: str, method: str, status: int) -> Any:
+    """A validator for the JSON body the schema documents for this answer."""
+    media = openapi["paths"][path][method]["responses"][str(status)]["content"]
+    # The document itself is the schema: "$ref" resolves into its components.
+    return Draft202012Validator({**openapi, **media["application/json"]["schema"]})
+
+
+@pytest.mark.django_db
+def test_an_error_without_details_matches_its_documented_schema(openapi, anon_client):
+    # Given an error answer whose details are null (found by tests/hardening/test_fuzz.py:
+    # the nullable was written as oneOf[{}, null], which null matches twice, so never)
+    response = anon_client.get("/api/v1/consent?anonymous_id=a-1")
+    assert response.status_code == 401
+    assert response.json()["error"]["details"] is None
+
+    # Then the documented 401 body accepts it
+    documented_body(openapi, "/api/v1/consent", "get", 401).validate(response.json())
+
+
+def test_no_nullable_is_written_as_one_of(openapi):
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            assert {"type": "null"} not in node.get("oneOf", []), node
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(openapi)

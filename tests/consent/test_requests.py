@@ -11,6 +11,7 @@ import orjson
 import pytest
 from django.http import FileResponse
 from django.utils import timezone
+from jsonschema import Draft202012Validator
 from rest_framework.test import APIClient
 
 from cdp.errors import ApplicationError
@@ -343,3 +344,19 @@ def test_every_step_is_audited_without_raw_identifiers(
     ).decode()
     for raw in (USER, ANON, EMAIL, EMAIL.lower()):
         assert raw not in text
+
+
+def test_the_export_matches_its_documented_schema(
+    secret_client, anon_client, subject, celery_eager, django_capture_on_commit_callbacks
+):
+    # Given a completed access request (found by tests/hardening/test_fuzz.py: the bundle
+    # was documented as a binary string while it is a JSON object)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = open_request(secret_client, user_id=USER, verified=True)
+    status = secret_client.get(f"{URL}/{response.json()['id']}").json()
+    _, bundle = download(secret_client, status["export_url"])
+
+    # Then the bundle is what the OpenAPI schema says the export answers
+    openapi = anon_client.get("/api/schema/?format=json").json()
+    media = openapi["paths"][URL + "/{request_id}/export"]["get"]["responses"]["200"]["content"]
+    Draft202012Validator({**openapi, **media["application/json"]["schema"]}).validate(bundle)

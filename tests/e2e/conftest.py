@@ -82,8 +82,10 @@ def page(browser: Any) -> Iterator[Any]:
         user_agent=user_agent, viewport={"width": 1280, "height": 800}, locale="en-GB"
     )
     context.set_default_timeout(15_000)
+    violations = csp_violations_watch(context)
     tab = context.new_page()
     yield tab
+    assert violations == [], f"Content-Security-Policy violations: {violations}"
     # Leaving the page sends its last events by beacon; they must reach the live server
     # before the test's database is flushed (SQLite would be locked, PostgreSQL would
     # see rows of a test that is gone).
@@ -92,6 +94,24 @@ def page(browser: Any) -> Iterator[Any]:
     tab.wait_for_timeout(200)
     context.close()
     live_server_idle()
+
+
+def csp_violations_watch(context: Any) -> list[str]:
+    """The Content-Security-Policy violations of the context's pages, as they happen
+    (the `page` fixture fails the test on any: the product's pages must run under it)."""
+    found: list[str] = []
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', function (e) {"
+        " console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI); });"
+    )
+
+    def on_console(message: Any) -> None:
+        text = message.text
+        if "CSP violation" in text or "Content Security Policy" in text:
+            found.append(text)
+
+    context.on("console", on_console)
+    return found
 
 
 def live_server_idle(timeout: float = 10.0) -> None:

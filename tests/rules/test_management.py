@@ -750,3 +750,32 @@ def test_content_links_refuse_other_schemes_and_protocol_relative_urls(secret_cl
     }
     error = error_of(secret_client.post("/api/v1/slots", body, format="json"), 400)
     assert "cta.url" in error["message"] or "cta.url" in str(error["details"])
+
+
+# --- a PATCH replaces nested objects whole (found by tests/hardening/test_fuzz.py) --------
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "field"),
+    [
+        ("/api/v1/rules/cart-reminder", {"scoring": [{"points": 3}]}, "scoring"),
+        ("/api/v1/rules/cart-reminder", {"scoring": [{"condition": MOBILE}]}, "scoring"),
+        ("/api/v1/rules/cart-reminder", {"frequency_cap": {"per": "day"}}, "frequency_cap"),
+        ("/api/v1/rules/cart-reminder", {"frequency_cap": {"count": 2}}, "frequency_cap"),
+        ("/api/v1/slots/home_hero", {"variants": [{"content": {"title": "A"}}]}, "variants"),
+    ],
+)
+def test_a_patch_with_an_incomplete_nested_object_is_400(secret_client, hero, path, change, field):
+    # Given a rule on a slot
+    create_rule(secret_client)
+
+    # When a PATCH sends a scoring item, cap or variant without one of its required fields
+    response = secret_client.patch(path, change, format="json")
+
+    # Then it is refused naming the field (not a 500), and nothing changed
+    error = error_of(response, 400)
+    assert field in error["details"], error
+    rule = Rule.objects.get(key="cart-reminder")
+    assert rule.scoring == []
+    assert rule.frequency_cap_per == ""
+    assert Slot.objects.get(key="home_hero").variants.count() == len(HERO["variants"])
