@@ -65,9 +65,15 @@ class SourceAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "require_identity_verification",
         "is_active",
     ]
-    readonly_fields = ["write_key_prefix", "secret_key_prefix", "identity_secret", "created_at"]
+    readonly_fields = [
+        "write_key_prefix",
+        "secret_key_prefix",
+        "previous_keys_expire_at",
+        "identity_secret",
+        "created_at",
+    ]
     prepopulated_fields = {"slug": ["name"]}
-    actions = ["rotate_keys"]
+    actions = ["rotate_keys", "rotate_keys_with_grace"]
 
     def save_model(self, request: HttpRequest, obj: Source, form: Any, change: bool) -> None:
         if change:
@@ -86,13 +92,26 @@ class SourceAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Rotate keys (old keys stop working)")
     def rotate_keys(self, request: HttpRequest, queryset: QuerySet[Source]) -> None:
+        self._rotate(request, queryset, grace_hours=0)
+
+    @admin.action(description="Rotate keys (old keys keep working for 24 hours)")
+    def rotate_keys_with_grace(self, request: HttpRequest, queryset: QuerySet[Source]) -> None:
+        self._rotate(request, queryset, grace_hours=24)
+
+    def _rotate(
+        self, request: HttpRequest, queryset: QuerySet[Source], *, grace_hours: int
+    ) -> None:
         for source in queryset:
-            _show_keys(request, services.source_keys_rotate(source=source))
+            _show_keys(
+                request,
+                services.source_keys_rotate(source=source, grace_seconds=grace_hours * 3600),
+            )
             audit_record(
                 actor=actor_of(request.user),
                 action="source.keys_rotated",
                 object_type="profiles.source",
                 object_id=source.pk,
+                details={"grace_hours": grace_hours},
             )
         selectors.source_key_cache_clear()
 

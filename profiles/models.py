@@ -22,6 +22,15 @@ class Source(models.Model):
     write_key_prefix = models.CharField(max_length=12, editable=False)
     secret_key_hash = models.CharField(max_length=64, unique=True, editable=False)
     secret_key_prefix = models.CharField(max_length=12, editable=False)
+    # A rotation with a grace period keeps the previous keys working until this moment
+    # (one generation: a second rotation replaces them).
+    previous_write_key_hash = models.CharField(
+        max_length=64, blank=True, default="", editable=False, db_index=True
+    )
+    previous_secret_key_hash = models.CharField(
+        max_length=64, blank=True, default="", editable=False, db_index=True
+    )
+    previous_keys_expire_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Used to check `user_hash` = HMAC-SHA256(identity_secret, user_id); must be
     # readable, so it is stored as is and shown only to staff.
     identity_secret = models.CharField(max_length=80, editable=False)

@@ -50,15 +50,19 @@ def source_credential(*, raw_key: str) -> SourceCredential | None:
         return hit[1]
     source_key_misses.inc()
     cred: SourceCredential | None = None
+    source: Source | None = None
+    kind = ""
     if raw_key.startswith(keys.WRITE_PREFIX):
-        source = Source.objects.filter(write_key_hash=digest, is_active=True).first()
-        kind = "write"
+        kind, current, previous = "write", "write_key_hash", "previous_write_key_hash"
     elif raw_key.startswith(keys.SECRET_PREFIX):
-        source = Source.objects.filter(secret_key_hash=digest, is_active=True).first()
-        kind = "secret"
-    else:
-        source = None
-        kind = ""
+        kind, current, previous = "secret", "secret_key_hash", "previous_secret_key_hash"
+    if kind:
+        active = Source.objects.filter(is_active=True)
+        source = active.filter(**{current: digest}).first()
+        if source is None:  # a key rotated with a grace period that has not ended
+            source = active.filter(
+                **{previous: digest}, previous_keys_expire_at__gt=timezone.now()
+            ).first()
     if source is not None:
         cred = SourceCredential(
             source_id=source.pk,

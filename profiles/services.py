@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -87,11 +87,29 @@ def source_console_ensure() -> Source:
     return source
 
 
-def source_keys_rotate(*, source: Source) -> SourceKeys:
-    """Replace both keys; the old ones stop working within the key cache's lifetime."""
+def source_keys_rotate(*, source: Source, grace_seconds: int = 0) -> SourceKeys:
+    """Replace both keys. Without grace the old ones stop working within the key cache's
+    lifetime; with it they keep working for `grace_seconds` (plus that lifetime), so a
+    storefront can be redeployed with the new write key without a gap. One previous
+    generation is kept: a second rotation ends the first one's grace."""
+    if grace_seconds > 0:
+        source.previous_write_key_hash = source.write_key_hash
+        source.previous_secret_key_hash = source.secret_key_hash
+        source.previous_keys_expire_at = timezone.now() + timedelta(seconds=grace_seconds)
+    else:
+        source.previous_write_key_hash = source.previous_secret_key_hash = ""
+        source.previous_keys_expire_at = None
     write_key, secret_key = _keys_set(source)
     source.save(
-        update_fields=["write_key_hash", "write_key_prefix", "secret_key_hash", "secret_key_prefix"]
+        update_fields=[
+            "write_key_hash",
+            "write_key_prefix",
+            "secret_key_hash",
+            "secret_key_prefix",
+            "previous_write_key_hash",
+            "previous_secret_key_hash",
+            "previous_keys_expire_at",
+        ]
     )
     return SourceKeys(source=source, write_key=write_key, secret_key=secret_key)
 

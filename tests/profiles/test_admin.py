@@ -108,6 +108,22 @@ def test_rotate_keys_action_shows_new_keys_and_retires_the_old(superuser_client,
     assert event_status(source.secret_key) == 401
 
 
+def test_rotate_with_grace_keeps_the_old_keys_working_for_a_day(superuser_client, source):
+    # When the operator rotates with the grace period, before the shop is redeployed
+    response = superuser_client.post(
+        "/admin/profiles/source/",
+        {"action": "rotate_keys_with_grace", "_selected_action": [source.source.pk]},
+        follow=True,
+    )
+
+    # Then both the new and the old keys work, and the source says until when
+    new_write, _ = keys_in(messages_text(response))
+    assert event_status(new_write) == 202
+    assert event_status(source.write_key) == 202
+    page = superuser_client.get(f"/admin/profiles/source/{source.source.pk}/change/")
+    assert "Previous keys expire at" in page.content.decode()
+
+
 def test_editing_a_source_applies_at_once(superuser_client, source: SourceKeys):
     # Given a live write key, when the operator deactivates the source in the admin
     assert event_status(source.write_key) == 202
