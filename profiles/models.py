@@ -23,12 +23,13 @@ class Source(models.Model):
     secret_key_hash = models.CharField(max_length=64, unique=True, editable=False)
     secret_key_prefix = models.CharField(max_length=12, editable=False)
     # A rotation with a grace period keeps the previous keys working until this moment
-    # (one generation: a second rotation replaces them).
+    # (one generation: a second rotation replaces them). db_default: rows written by
+    # plain SQL (bulk loads, the benchmarks' generators) get "" too.
     previous_write_key_hash = models.CharField(
-        max_length=64, blank=True, default="", editable=False, db_index=True
+        max_length=64, blank=True, default="", db_default="", editable=False, db_index=True
     )
     previous_secret_key_hash = models.CharField(
-        max_length=64, blank=True, default="", editable=False, db_index=True
+        max_length=64, blank=True, default="", db_default="", editable=False, db_index=True
     )
     previous_keys_expire_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Used to check `user_hash` = HMAC-SHA256(identity_secret, user_id); must be
