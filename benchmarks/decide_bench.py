@@ -141,16 +141,18 @@ def setup_rules(slugs: list[str]) -> dict[str, int]:
     return {"slots": Slot.objects.count(), "rules": Rule.objects.count()}
 
 
-def main(profiles: int, duration: int, hot: int) -> dict[str, Any]:
+def prepare(
+    db: str, profiles: int, hot: int, *, refresh: str = "scheduled"
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A fresh database `db` with `profiles` visitors (anonymous ids v1…vN, ten events
+    each), the 20 benchmark segments (recomputed) with the given refresh policy, the 50
+    rules, and the first `hot` visitors' `/decide` snapshots warm in Redis. Needs
+    DATABASE_URL, REDIS_URL and DJANGO_SETTINGS_MODULE set for `db`. The source's keys,
+    and the timings."""
     from benchmarks import run as runner
     from benchmarks.segments_bench import SEGMENTS, generate
 
-    db = "cdp_bench_decide"
-    db_url = f"postgres://postgres@127.0.0.1:5432/{db}"
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")
-    os.environ.update(
-        DATABASE_URL=db_url, REDIS_URL=redis_url, DJANGO_SETTINGS_MODULE="benchmarks.settings"
-    )
+    db_url = os.environ["DATABASE_URL"]
     runner.prepare_database(db_url)
     print(f"generating {profiles:,} profiles and {profiles * 10:,} events …", flush=True)
     gen = generate(db, profiles, profiles * 10)
@@ -172,7 +174,7 @@ def main(profiles: int, duration: int, hot: int) -> dict[str, Any]:
 
     cache.clear()
     for slug, condition, _ in SEGMENTS:
-        Segment.objects.create(slug=slug, name=slug, condition=condition, refresh="scheduled")
+        Segment.objects.create(slug=slug, name=slug, condition=condition, refresh=refresh)
     t = time.monotonic()
     segments_recompute_all()
     recompute_s = time.monotonic() - t
@@ -188,18 +190,30 @@ def main(profiles: int, duration: int, hot: int) -> dict[str, Any]:
     )
     warmed = snapshots_warm(profile_ids=hot_ids)
     warm_s = time.monotonic() - t
-    print(
-        json.dumps(
-            {
-                "generate": gen,
-                "recompute_s": recompute_s,
-                **counts,
-                "warmed": warmed,
-                "warm_s": warm_s,
-            }
-        ),
-        flush=True,
+    facts = {
+        "generate": gen,
+        "recompute_s": recompute_s,
+        **counts,
+        "warmed": warmed,
+        "warm_s": warm_s,
+    }
+    print(json.dumps(facts), flush=True)
+    return keys, facts
+
+
+def main(profiles: int, duration: int, hot: int) -> dict[str, Any]:
+    from benchmarks import run as runner
+    from benchmarks.segments_bench import SEGMENTS
+
+    db = "cdp_bench_decide"
+    db_url = f"postgres://postgres@127.0.0.1:5432/{db}"
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")
+    os.environ.update(
+        DATABASE_URL=db_url, REDIS_URL=redis_url, DJANGO_SETTINGS_MODULE="benchmarks.settings"
     )
+    keys, facts = prepare(db, profiles, hot)
+    counts = {"slots": facts["slots"], "rules": facts["rules"]}
+    warmed, warm_s = facts["warmed"], facts["warm_s"]
 
     from rules import decisionlog
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -166,54 +165,21 @@ def chart(windows: list[dict[str, Any]], title: str) -> str:
 
 def main(minutes: int, window: int, profiles: int) -> dict[str, Any]:
     from benchmarks import run as runner
-    from benchmarks.decide_bench import DECIDE_LUA, SLOTS, setup_rules
-    from benchmarks.segments_bench import SEGMENTS, generate
+    from benchmarks.decide_bench import DECIDE_LUA, SLOTS, prepare
 
     db_url = f"postgres://postgres@127.0.0.1:5432/{DB}"
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/7")
     os.environ.update(
         DATABASE_URL=db_url, REDIS_URL=redis_url, DJANGO_SETTINGS_MODULE="benchmarks.settings"
     )
-    runner.prepare_database(db_url)
-    print(f"generating {profiles:,} profiles and {profiles * 10:,} events …", flush=True)
-    generate(DB, profiles, profiles * 10)
-    runner.psql(
-        db_url,
-        "INSERT INTO profiles_identity (kind, value, profile_id, created_at) "
-        "SELECT 'anonymous_id', 'v' || i, id, now() FROM bench_idx",
-    )
-    keys = runner.create_source(db_url)
-
-    import django
-
-    sys.path.insert(0, str(ROOT))
-    django.setup()
+    # The decide visitors' snapshots are warm, as on a shop that has been running (the
+    # `/decide` benchmark measures the cold path on its own); every segment is real-time.
+    hot = min(profiles, 10_000)
+    keys, _ = prepare(DB, profiles, hot, refresh="realtime")
     import redis
-    from django.core.cache import cache
+    from django.db import connection
 
     from rules.decisionlog import QUEUE_KEY
-    from segments.models import Segment
-    from segments.services import segments_recompute_all
-
-    cache.clear()
-    for slug, condition, _ in SEGMENTS:
-        Segment.objects.create(slug=slug, name=slug, condition=condition, refresh="realtime")
-    segments_recompute_all()
-    setup_rules([s for s, _, _ in SEGMENTS])
-    # The decide visitors' snapshots are warm, as on a shop that has been running (the
-    # `/decide` benchmark measures the cold path on its own).
-    from profiles.models import Identity
-    from rules.decide import snapshots_warm
-
-    hot = min(profiles, 10_000)
-    snapshots_warm(
-        profile_ids=list(
-            Identity.objects.filter(
-                kind="anonymous_id", value__in=[f"v{i}" for i in range(1, hot + 1)]
-            ).values_list("profile_id", flat=True)
-        )
-    )
-    from django.db import connection
 
     connection.close()
 
