@@ -13,3 +13,6 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,  # noqa: F405
     "DEFAULT_THROTTLE_RATES": dict.fromkeys(("write_key", "secret_key", "client_ip"), "1000000/s"),
 }
+
+# The soak benchmark scrapes the server's /metrics from 127.0.0.1.
+CDP_METRICS_ALLOW_LOOPBACK = True

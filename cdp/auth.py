@@ -19,7 +19,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from profiles.selectors import SourceCredential, source_credential
+from profiles.selectors import SourceCredential, source_credential, source_credential_cached
 
 if TYPE_CHECKING:
     from rest_framework.views import APIView
@@ -50,6 +50,18 @@ def credential_admit(
     return AnonymousUser(), cred
 
 
+def address_check(request: Request, raw_key: str) -> None:
+    """Before a key is looked up: 429 for an address over its limit (cdp.throttles),
+    unless the key is one this process already knows as valid; that call goes on to be
+    refused by the throttle once admitted, with its CORS header, so the shop's SDK can
+    read the 429 and its Retry-After."""
+    from cdp.throttles import address_exhausted
+
+    wait = address_exhausted(request._request)
+    if wait is not None and source_credential_cached(raw_key=raw_key) is None:
+        raise exceptions.Throttled(wait)
+
+
 class SourceKeyAuthentication(BaseAuthentication):
     www_authenticate_realm = "api"
 
@@ -63,6 +75,7 @@ class SourceKeyAuthentication(BaseAuthentication):
             raw = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("The key is not valid.") from exc
+        address_check(request, raw)
         cred = source_credential(raw_key=raw)
         if cred is None:
             raise exceptions.AuthenticationFailed("The key is not valid or was revoked.")

@@ -142,6 +142,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
     if not isinstance(exc, exceptions.APIException):
         return None
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        from cdp.throttles import refusal_count
+
+        request = context.get("request")
+        wait = refusal_count(request._request) if request is not None else None
+        if wait is not None:
+            exc = exceptions.Throttled(wait)
 
     headers: dict[str, str] = {}
     auth_header = getattr(exc, "auth_header", None)

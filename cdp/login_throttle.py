@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
 from typing import Any
 
 from django.conf import settings
@@ -41,8 +42,14 @@ def _digest(value: str) -> str:
     return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def _username_norm(username: str) -> str:
+    # As Django's login form normalizes it (NFKC): "ｍarketer" logs in as "marketer", so
+    # it must count against the same lock.
+    return unicodedata.normalize("NFKC", username).strip().casefold()
+
+
 def _user_key(username: str) -> str:
-    return f"login-failures:user:{_digest(username.strip().lower())}"
+    return f"login-failures:user:{_digest(_username_norm(username))}"
 
 
 def _ip_key(ip: str) -> str:
@@ -81,7 +88,7 @@ def login_failure_record(
         action="admin.login.failed",
         object_type="auth.user",
         details={
-            "username_hash": _digest(username.strip().lower()) if username else "",
+            "username_hash": _digest(_username_norm(username)) if username else "",
             "ip_hash": _digest(ip) if ip else "",
             "failures": failures,
             "locked": failures >= per_user or ip_failures >= per_ip,
@@ -112,13 +119,18 @@ def admin_login(request: HttpRequest, extra_context: dict[str, Any] | None = Non
                 "username": username,
                 "lockout": True,
                 "form": None,
-                "error_message": (
-                    "Too many failed logins. Try again in "
-                    f"{minutes} minutes, or ask another administrator to reset your password."
-                ),
+                "error_message": (f"Too many failed logins. Try again in {minutes} minutes."),
             }
             response = TemplateResponse(request, "admin/login_locked.html", context, status=429)
             response["Retry-After"] = str(window)
             add_never_cache_headers(response)
             return response
     return admin.site.login(request, extra_context)
+
+
+def login_unlock(*, username: str = "", ip: str = "") -> None:
+    """Lift a lockout early: the username's count, the address's, or both."""
+    if username:
+        cache.delete(_user_key(username))
+    if ip:
+        cache.delete(_ip_key(ip))

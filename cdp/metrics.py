@@ -148,11 +148,16 @@ def _redis_for(url: str) -> Any:
         client = _redis_clients.get(url)
         if client is None:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
+            # No retries: a scrape must answer within Prometheus's timeout even when the
+            # broker drops packets (redis-py would otherwise retry with backoff).
             client = redis.Redis.from_url(
                 url,
                 socket_connect_timeout=QUEUE_TIMEOUT_SECONDS,
                 socket_timeout=QUEUE_TIMEOUT_SECONDS,
+                retry=Retry(NoBackoff(), 0),
             )
             _redis_clients[url] = client
         return client
@@ -251,7 +256,10 @@ def metrics_access(request: Any) -> int:
     """200 if the caller may read /metrics, else the status to answer (401 or 403).
 
     The bearer token of settings.CDP_METRICS_TOKEN or a staff session may; without a
-    token configured, so may a direct (unproxied) call from the loopback address."""
+    token configured, so may a direct (unproxied) call from the loopback address where
+    CDP_METRICS_ALLOW_LOOPBACK (default: DEBUG) allows it. Not by default in production:
+    a proxy on the same host that adds no X-Forwarded-For (nginx's plain proxy_pass)
+    would make every visitor look local."""
     from django.conf import settings
 
     token: str = settings.CDP_METRICS_TOKEN
@@ -266,7 +274,11 @@ def metrics_access(request: Any) -> int:
     if token:
         return 401
     meta = request.META
-    if meta.get("REMOTE_ADDR") in LOOPBACK and not any(h in meta for h in PROXY_HEADERS):
+    if (
+        settings.CDP_METRICS_ALLOW_LOOPBACK
+        and meta.get("REMOTE_ADDR") in LOOPBACK
+        and not any(h in meta for h in PROXY_HEADERS)
+    ):
         return 200
     return 403
 

@@ -241,6 +241,8 @@ if LOG_FORMAT not in ("json", "plain"):
 CDP_ACCESS_LOG = env.bool("CDP_ACCESS_LOG", default=True)
 # Bearer token for GET /metrics; unset: staff sessions and direct loopback calls only.
 CDP_METRICS_TOKEN = env.str("CDP_METRICS_TOKEN", default="")
+# Direct loopback calls may scrape without the token: on by default only with DEBUG.
+CDP_METRICS_ALLOW_LOOPBACK = env.bool("CDP_METRICS_ALLOW_LOOPBACK", default=DEBUG)
 # Prometheus scrapes the web process itself, over plain HTTP inside the network.
 SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^metrics$"]
 # Celery workers log through this configuration too, not Celery's own root handler.

@@ -255,3 +255,50 @@ class ApiRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return getattr(self, "_wait", None)
+
+
+# --- Refused keys count too ------------------------------------------------------------
+# DRF authenticates before it throttles, so a request with a missing or made-up key is
+# refused (401) before any limit sees it: a flood of random keys would cost a key lookup
+# each, unlimited. These two close that: a refusal counts against the caller's address,
+# and an address already over its limit is refused before its key is looked up.
+
+
+def _address_counter(request: HttpRequest) -> tuple[str, int, int, float] | None:
+    rate = rate_parse(api_settings.DEFAULT_THROTTLE_RATES.get(CLIENT_IP))
+    if rate is None:
+        return None
+    limit, window = rate
+    now = time.time()
+    bucket = int(now // window)
+    key = f"rl:{CLIENT_IP}:{client_ip(request)}:{window}:{bucket}"
+    return key, window, limit, (bucket + 1) * window - now
+
+
+def address_exhausted(request: HttpRequest) -> float | None:
+    """Seconds to wait when the caller's address has used up its limit (counts nothing)."""
+    counter = _address_counter(request)
+    if counter is None:
+        return None
+    key, _, limit, wait = counter
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        with _lock:
+            count = _known.get(key, (0, 0.0))[0] + _pending.get(key, [0])[0]
+    else:
+        try:
+            count = int(backend.get(key) or 0)
+        except Exception:
+            return None
+    return wait if count >= limit else None
+
+
+def refusal_count(request: HttpRequest) -> float | None:
+    """Count a request refused for its key (or the lack of one) against its address;
+    seconds to wait when that puts the address over its limit."""
+    counter = _address_counter(request)
+    if counter is None:
+        return None
+    key, window, limit, wait = counter
+    counts = counters_incr([(key, window)])
+    return wait if counts is not None and counts[0] > limit else None

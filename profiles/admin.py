@@ -18,6 +18,7 @@ from jsonschema.exceptions import SchemaError
 
 from cdp.admin import AuditedAdminMixin
 from cdp.audit import actor_of, audit_record
+from cdp.errors import ApplicationError
 from profiles import selectors, services
 from profiles.ingestion import schemas_invalidate
 from profiles.models import Event, EventSchema, Identity, Profile, ProfileMerge, Source
@@ -102,10 +103,12 @@ class SourceAdmin(AuditedAdminMixin, admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[Source], *, grace_hours: int
     ) -> None:
         for source in queryset:
-            _show_keys(
-                request,
-                services.source_keys_rotate(source=source, grace_seconds=grace_hours * 3600),
-            )
+            try:
+                made = services.source_keys_rotate(source=source, grace_seconds=grace_hours * 3600)
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                continue
+            _show_keys(request, made)
             audit_record(
                 actor=actor_of(request.user),
                 action="source.keys_rotated",

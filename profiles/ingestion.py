@@ -868,10 +868,13 @@ def _store(
         if stored:
             profile_ids = sorted({p.profile_id for p in stored if p.profile_id}, key=str)
             names = sorted({p.event for p in stored})
+            # robust: the events are committed; a receiver that fails (Redis or the
+            # database away) must not turn the 202 into an error that invites a resend.
             transaction.on_commit(
                 lambda: events_ingested.send(
                     sender=Event, profile_ids=profile_ids, event_names=names
-                )
+                ),
+                robust=True,
             )
     return stored
 

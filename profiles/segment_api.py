@@ -28,7 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cdp.auth import HasWriteKey, credential_admit, origin_allowed
+from cdp.auth import HasWriteKey, address_check, credential_admit, origin_allowed
 from cdp.errors import NotFound, PayloadTooLarge, ValidationFailed
 from cdp.openapi import error_responses
 from cdp.renderers import FastJSONRenderer
@@ -152,6 +152,8 @@ class SegmentKeyAuthentication(BaseAuthentication):
             if not isinstance(key, str):
                 raise exceptions.AuthenticationFailed("writeKey must be a string.")
             raw = key
+        if raw:
+            address_check(request, raw)
         cred = source_credential(raw_key=raw) if raw else None
         if cred is None:
             raise exceptions.AuthenticationFailed("The write key is not valid or was revoked.")

@@ -80,6 +80,13 @@ def source_credential(*, raw_key: str) -> SourceCredential | None:
     return cred
 
 
+def source_credential_cached(*, raw_key: str) -> SourceCredential | None:
+    """The credential for a raw key if this process knows it as valid already, without
+    reading the database (None: unknown, invalid, or expired from the cache)."""
+    hit = _KEY_CACHE.get(keys.key_digest(raw_key))
+    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+
 def source_key_cache_clear() -> None:
     _KEY_CACHE.clear()
 

@@ -91,11 +91,20 @@ def source_keys_rotate(*, source: Source, grace_seconds: int = 0) -> SourceKeys:
     """Replace both keys. Without grace the old ones stop working within the key cache's
     lifetime; with it they keep working for `grace_seconds` (plus that lifetime), so a
     storefront can be redeployed with the new write key without a gap. One previous
-    generation is kept: a second rotation ends the first one's grace."""
+    generation is kept, so a second rotation with grace while one runs is refused (it
+    would retire the keys the shop may still be deploying); one without grace ends it."""
+    now = timezone.now()
+    running = source.previous_keys_expire_at is not None and source.previous_keys_expire_at > now
+    if grace_seconds > 0 and running:
+        raise Conflict(
+            f"Source {source.slug!r} is in a key rotation grace period until "
+            f"{source.previous_keys_expire_at:%Y-%m-%d %H:%M} UTC; rotate without grace to "
+            "end it (both older key pairs stop working)."
+        )
     if grace_seconds > 0:
         source.previous_write_key_hash = source.write_key_hash
         source.previous_secret_key_hash = source.secret_key_hash
-        source.previous_keys_expire_at = timezone.now() + timedelta(seconds=grace_seconds)
+        source.previous_keys_expire_at = now + timedelta(seconds=grace_seconds)
     else:
         source.previous_write_key_hash = source.previous_secret_key_hash = ""
         source.previous_keys_expire_at = None

@@ -7,7 +7,6 @@ import secrets
 import string
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,33 +58,32 @@ DEAD_CACHE = {
 
 
 @pytest.mark.django_db
-def test_readyz_is_503_with_retry_after_when_redis_is_unreachable(anon_client):
+def test_readyz_stays_ready_but_says_degraded_when_redis_is_unreachable(anon_client):
     # Given the cache pointed at a Redis that does not answer
     with override_settings(REDIS_URL=CLOSED_REDIS, CACHES=DEAD_CACHE):
         # When the orchestrator asks
-        started = time.monotonic()
         response = anon_client.get("/readyz")
-        elapsed = time.monotonic() - started
 
-    # Then the process is not ready, says why, and when to ask again — promptly
-    assert response.status_code == 503, response.content
-    assert response["Retry-After"] == "5"
+    # Then the process stays in rotation (it still stores events and decides from the
+    # database; failing every process at once would stop collection), and says why
+    assert response.status_code == 200, response.content
     body = response.json()
-    assert body["status"] == "unavailable"
+    assert body["status"] == "degraded"
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["redis"].startswith("error: ")
-    assert elapsed < 3
 
 
 @pytest.mark.django_db
-def test_readyz_checks_a_separate_broker(anon_client):
+def test_readyz_reports_a_separate_broker_that_is_down(anon_client):
     # Given a Celery broker on a Redis of its own, which is down
     with override_settings(CELERY_BROKER_URL="redis://127.0.0.1:6399/1"):
         response = anon_client.get("/readyz")
 
-    # Then readiness fails on the broker alone
-    assert response.status_code == 503, response.content
-    checks = response.json()["checks"]
+    # Then the report names the broker alone, and the process stays ready
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "degraded"
+    checks = body["checks"]
     assert checks["broker"].startswith("error: ")
     assert checks["database"] == "ok"
     assert all(v == "ok" for k, v in checks.items() if k != "broker")

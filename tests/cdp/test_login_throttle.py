@@ -3,11 +3,13 @@ address) within 15 minutes, the login answers 429 until the window passes."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.core.management import call_command
 from django.test import Client
 
 from cdp.models import AuditEvent
@@ -50,6 +52,18 @@ def test_five_wrong_passwords_lock_the_username_out(marketer):
     assert int(locked["Retry-After"]) == 15 * 60
     # … from any address
     assert attempt(PASSWORD, ip="198.51.100.9").status_code == 429
+
+
+def test_a_differently_written_username_is_the_same_lock(marketer):
+    # Given the marketer's account locked out
+    for _ in range(5):
+        attempt("wrong")
+
+    # When the attacker writes the name another way Django's login still accepts
+    # ("ｍarketer", a full-width m, is "marketer" once normalized; so is "MARKETER ")
+    for other in ("\uff4darketer", "MARKETER "):
+        # Then it is locked too, from any address, even with the right password
+        assert attempt(PASSWORD, username=other, ip="198.51.100.77").status_code == 429
 
 
 def test_the_lockout_ends_when_the_window_passes(marketer):
@@ -120,3 +134,17 @@ def test_the_test_client_login_helpers_still_work(marketer):
     assert client.login(username="marketer", password=PASSWORD)
     client.force_login(marketer)
     assert client.get("/admin/").status_code == 200
+
+
+def test_an_operator_can_lift_a_lockout(marketer):
+    # Given the marketer locked out
+    for _ in range(5):
+        attempt("wrong")
+    assert attempt(PASSWORD).status_code == 429
+
+    # When the operator lifts it
+    call_command("unlock_admin_login", "--username", "marketer", stdout=io.StringIO())
+
+    # Then the right password logs in again, and the unlock is audited
+    assert logged_in(attempt(PASSWORD))
+    assert AuditEvent.objects.filter(action="admin.login.unlocked").exists()

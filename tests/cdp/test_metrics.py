@@ -63,6 +63,17 @@ def test_loopback_without_token_may_scrape(anon_client):
 
 
 @pytest.mark.django_db
+def test_in_production_loopback_alone_may_not_scrape(anon_client, staff_client, settings):
+    # Given production's default (no token, loopback not trusted: a proxy on the same
+    # host without X-Forwarded-For would make every visitor look local)
+    settings.CDP_METRICS_ALLOW_LOOPBACK = False
+
+    # Then a call from 127.0.0.1 is refused, and staff still may
+    assert anon_client.get("/metrics").status_code == 403
+    scrape(staff_client)
+
+
+@pytest.mark.django_db
 def test_ipv6_loopback_without_token_may_scrape(anon_client):
     assert anon_client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
 

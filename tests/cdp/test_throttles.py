@@ -80,6 +80,32 @@ def test_one_browser_flooding_is_stopped_but_the_shop_goes_on(write_client, limi
 
 
 @pytest.mark.django_db
+def test_a_flood_of_made_up_keys_is_limited_and_stops_costing_lookups(
+    limits, django_assert_max_num_queries
+):
+    # Given a per-address limit of 3 requests a minute
+    limits(client_ip="3/min")
+
+    # When one address sends with made-up keys (and without any)
+    def guess(n: int) -> Any:
+        client = APIClient()
+        if n % 2:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer wk_made-up-{n}")
+        return send(client, ip="203.0.113.66")
+
+    answers = [guess(n).status_code for n in range(3)]
+
+    # Then the refusals count against the address: 401 while under the limit, then 429
+    assert answers == [401, 401, 401]
+    assert_rate_limited(guess(3))
+    # … and an address over its limit is refused before its key is looked up
+    with django_assert_max_num_queries(0):
+        assert_rate_limited(guess(5))
+    # … while other addresses are still answered as usual
+    assert APIClient().post("/api/v1/events", EVENT, format="json").status_code == 401
+
+
+@pytest.mark.django_db
 def test_a_write_key_has_one_budget_across_all_browsers(write_client, limits):
     # Given a write-key limit of 2 requests a second
     limits(write_key="2/s")

@@ -74,16 +74,23 @@ def test_without_a_grace_period_the_old_keys_stop_at_once(source: SourceKeys):
     assert status_with(made["write_key"]) == 202
 
 
-def test_a_second_rotation_ends_the_first_ones_grace(source: SourceKeys):
-    # Given a rotation with grace, then another one
+def test_a_second_rotation_with_grace_is_refused_while_one_runs(source: SourceKeys):
+    # Given a rotation with grace (the shop is still deploying its new key)
     first = rotate(source.source.slug, "--grace-hours", "24")
-    second = rotate(source.source.slug, "--grace-hours", "24")
 
-    # Then the original keys no longer work (only one generation is kept), the first
-    # rotation's keys still do (in the second grace period), and the newest work
-    assert status_with(source.write_key) == 401
+    # When the operator runs it again (a double click, a re-run)
+    with pytest.raises(CommandError, match="grace period until"):
+        rotate(source.source.slug, "--grace-hours", "24")
+
+    # Then nothing changed: the original and the first rotation's keys both still work
+    assert status_with(source.write_key) == 202
     assert status_with(first["write_key"]) == 202
-    assert status_with(second["write_key"]) == 202
+
+    # And a rotation without grace (a leak) ends it: only the newest keys work
+    newest = rotate(source.source.slug)
+    assert status_with(source.write_key) == 401
+    assert status_with(first["write_key"]) == 401
+    assert status_with(newest["write_key"]) == 202
 
 
 def test_rotation_is_audited_and_refuses_bad_input(source: SourceKeys):

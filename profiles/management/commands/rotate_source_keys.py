@@ -12,6 +12,7 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cdp.audit import audit_record
+from cdp.errors import ApplicationError
 from profiles.models import Source
 from profiles.selectors import source_key_cache_clear
 from profiles.services import source_keys_rotate
@@ -40,7 +41,10 @@ class Command(BaseCommand):
         source = Source.objects.filter(slug=options["source"]).first()
         if source is None:
             raise CommandError(f"no source with slug {options['source']!r}")
-        made = source_keys_rotate(source=source, grace_seconds=int(grace * 3600))
+        try:
+            made = source_keys_rotate(source=source, grace_seconds=int(grace * 3600))
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
         audit_record(
             actor="cli",
             action="source.keys_rotated",
