@@ -173,18 +173,23 @@ def create_source(db_url: str) -> dict[str, str]:
     return json.loads(out)
 
 
+def production_env(db_url: str, redis_url: str) -> dict[str, str]:
+    """The environment of a benchmark's server or worker: the production shape."""
+    return {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-" + "x" * 60,
+        "ALLOWED_HOSTS": "127.0.0.1",
+    }
+
+
 class Server:
     def __init__(self, kind: str, db_url: str, redis_url: str) -> None:
         self.kind = kind
-        env = {
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url,
-            "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
-            "DEBUG": "false",
-            "SECRET_KEY": "bench-" + "x" * 60,
-            "ALLOWED_HOSTS": "127.0.0.1",
-        }
+        env = production_env(db_url, redis_url)
         if kind == "gunicorn":
             cmd = [
                 str(BIN / "gunicorn"),

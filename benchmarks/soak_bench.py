@@ -190,14 +190,7 @@ def main(minutes: int, window: int, profiles: int) -> dict[str, Any]:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     server = runner.Server("granian", db_url, redis_url)
     del os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    worker_env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
-        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-" + "x" * 60,
-    }
+    worker_env = runner.production_env(db_url, redis_url)
     worker = subprocess.Popen(
         [
             str(runner.BIN / "celery"),

@@ -19,7 +19,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from cdp.audit import audit_record
-from cdp.errors import REDIS_ERRORS, ValidationFailed
+from cdp.errors import ValidationFailed
+from cdp.jobs import profiles_enqueue_coalesced
 from cdp.metrics import segment_kind, segment_recompute_duration
 from segments.compiler import compile_condition
 from segments.conditions import ConditionError, evaluate, referenced_segments, validate
@@ -428,18 +429,13 @@ def realtime_refresh_enqueue(*, profile_ids: Iterable[uuid.UUID]) -> None:
 
     if not _realtime_segments_exist():
         return
-    keys = {f"cdp:segrt:{pid}": str(pid) for pid in profile_ids}
-    try:
-        # Two round trips per batch, not one per profile; a race costs one extra evaluation.
-        queued = cache.get_many(list(keys))
-        fresh = [pid for key, pid in keys.items() if key not in queued]
-        if fresh:
-            cache.set_many({f"cdp:segrt:{pid}": 1 for pid in fresh}, timeout=30)
-            segments_profiles_refresh.apply_async(args=(fresh,), countdown=REALTIME_DELAY_SECONDS)
-    except REDIS_ERRORS as exc:
-        logger.warning(
-            "real-time segment refresh of %d profiles not queued: %s", len(keys), type(exc).__name__
-        )
+    profiles_enqueue_coalesced(
+        task=segments_profiles_refresh,
+        prefix="cdp:segrt",
+        profile_ids=profile_ids,
+        countdown=REALTIME_DELAY_SECONDS,
+        what="real-time segment refresh",
+    )
 
 
 def realtime_refresh(

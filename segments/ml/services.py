@@ -24,8 +24,7 @@ from django.utils import timezone
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from cdp.audit import audit_record
-from cdp.errors import REDIS_ERRORS
-from cdp.jobs import JobProgress, Progress
+from cdp.jobs import JobProgress, Progress, profiles_enqueue_coalesced
 from cdp.models import JobStatus
 from profiles.models import Event
 from segments.conditions.language import score_keys
@@ -716,18 +715,14 @@ def realtime_enqueue(*, profile_ids: Iterable[uuid.UUID]) -> None:
 
     if not _current_models():
         return
-    keys = {f"cdp:mlrt:{pid}": str(pid) for pid in profile_ids}
-    try:
-        queued = cache.get_many(list(keys))
-        fresh = [pid for key, pid in keys.items() if key not in queued]
-        if fresh:
-            cache.set_many({f"cdp:mlrt:{pid}": 1 for pid in fresh}, timeout=30)
-            ml_profiles_assign.apply_async(args=(fresh,), countdown=0.2)
-    except REDIS_ERRORS as exc:
-        # Without Redis the events are stored all the same; the daily scoring catches up.
-        logger.warning(
-            "real-time scoring of %d profiles not queued: %s", len(keys), type(exc).__name__
-        )
+    # Without Redis the daily scoring catches up.
+    profiles_enqueue_coalesced(
+        task=ml_profiles_assign,
+        prefix="cdp:mlrt",
+        profile_ids=profile_ids,
+        countdown=0.2,
+        what="real-time scoring",
+    )
 
 
 def realtime_assign(*, profile_ids: list[uuid.UUID], now: datetime | None = None) -> int:
